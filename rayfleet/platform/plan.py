@@ -7,6 +7,7 @@ pools directly, so the grouping and naming rules live only here.
 from __future__ import annotations
 
 from dataclasses import dataclass
+
 from rayfleet.platform.accelerators import gpu_type, tpu_slice
 from rayfleet.platform.spec import (
     CpuAccelerator,
@@ -76,15 +77,24 @@ class Plan:
     engines: tuple[Engine, ...]
     groups: tuple[Group, ...]
 
+    @property
+    def places_by_group(self) -> bool:
+        """Engines need label selectors only when there is more than one group."""
+        return len(self.groups) > 1
+
     def engines_of(self, model_id: str) -> list[Engine]:
         return [e for e in self.engines if e.model.id == model_id]
 
 
 def group_name(acc: CpuAccelerator | GpuAccelerator | TpuAccelerator, role: Role) -> str:
-    """Pools on identical hardware share a group, except split pools get their own."""
+    """Pools on identical hardware share a group; split GPU/TPU pools get their own.
+
+    CPU pools always share one group: CPU nodes are interchangeable, and a local
+    cluster is a single node.
+    """
     if isinstance(acc, CpuAccelerator):
-        base = "cpu"
-    elif isinstance(acc, GpuAccelerator):
+        return "cpu"
+    if isinstance(acc, GpuAccelerator):
         base = f"gpu-{acc.type}-x{acc.count}"
     else:
         base = f"tpu-{acc.version}-{acc.topology}"

@@ -121,7 +121,11 @@ class Pools(Strict):
         return self
 
     def items(self) -> list[tuple[Role, Pool]]:
-        named: list[tuple[Role, Pool | None]] = [("unified", self.unified), ("prefill", self.prefill), ("decode", self.decode)]
+        named: list[tuple[Role, Pool | None]] = [
+            ("unified", self.unified),
+            ("prefill", self.prefill),
+            ("decode", self.decode),
+        ]
         return [(role, pool) for role, pool in named if pool is not None]
 
 
@@ -142,7 +146,9 @@ class Model(Strict):
         description="Local path or Hugging Face id; rayfleet:tiny is the embedded tiny model.",
     )
     tokenizer: str | None = Field(None, description="Tokenizer path or id, if not the source's.")
-    chat_template: str | None = Field(None, description="Jinja chat template overriding the model's.")
+    chat_template: str | None = Field(
+        None, description="Jinja chat template overriding the model's."
+    )
     max_model_len: int = Field(2048, ge=16, description="Context length in tokens.")
     engine_kwargs: dict[str, Any] = Field(
         default_factory=dict, description="vLLM engine arguments for every pool of this model."
@@ -166,11 +172,91 @@ class Model(Strict):
 
 class Router(Strict):
     policy: Literal["pow2", "ray-prefix", "rayfleet"] = Field(
-        "pow2", description="Replica choice: Ray's power-of-two, Ray's prefix affinity, or RayFleet's."
+        "pow2",
+        description="Replica choice: Ray's power-of-two, Ray's prefix affinity, or RayFleet's.",
     )
     stats_period_s: float = Field(
         1.0, gt=0, description="How often replicas report routing stats to the router."
     )
+    # --- rayfleet policy: cache index -------------------------------------------------
+    index: Literal["approximate", "precise"] = Field(
+        "approximate",
+        description="approximate: hash prompt characters, learn from routed requests. "
+        "precise: index vLLM KV-cache events by token blocks (needs the tokenizer); "
+        "falls back to approximate while events are stale.",
+    )
+    block_chars: int = Field(
+        512, ge=16, description="Characters per approximate block (≈128 tokens × ~4 chars)."
+    )
+    block_tokens: int = Field(128, ge=1, description="Engine KV block size in tokens.")
+    chars_per_token: float = Field(
+        4.0, gt=0, description="Token estimate for prompts the router does not tokenize."
+    )
+    cache_capacity_blocks: int = Field(
+        2048, ge=1, description="Blocks the router remembers per replica (≈ engine KV cache)."
+    )
+    min_match_blocks: int = Field(
+        1, ge=1, description="Matched blocks needed before cache affinity applies."
+    )
+    kv_events_staleness_s: float = Field(
+        10.0,
+        gt=0,
+        description="Precise mode: a routed request unconfirmed by KV events this long "
+        "marks the replica's events stale.",
+    )
+    tokenizer_cache_size: int = Field(
+        1024, ge=0, description="Prompts whose token ids the router keeps (LRU)."
+    )
+    # --- rayfleet policy: load ----------------------------------------------------
+    saturation_tokens: int = Field(
+        8192,
+        ge=1,
+        description="In-flight token load (uncached prefill + expected decode) at which a "
+        "replica stops being sticky.",
+    )
+    saturation_queue_len: int = Field(
+        16, ge=1, description="Ongoing requests (Ray's queue length) that mark saturation."
+    )
+    saturation_waiting: int = Field(
+        4, ge=1, description="Engine-reported waiting requests that mark saturation."
+    )
+    saturation_kv_usage: float = Field(
+        0.95, gt=0, le=1, description="Engine-reported KV-cache usage that marks saturation."
+    )
+    decode_token_weight: float = Field(
+        1.0, ge=0, description="Weight of an expected decode token against a prefill token."
+    )
+    default_decode_tokens: int = Field(
+        128, ge=0, description="Expected output tokens when a request sets no max_tokens."
+    )
+    decode_tokens_cap: int = Field(
+        1024, ge=0, description="Upper bound on the expected output tokens of one request."
+    )
+    stats_staleness_s: float = Field(
+        5.0, gt=0, description="Routing stats older than this are stale."
+    )
+    stale_stats: Literal["ignore", "saturated"] = Field(
+        "ignore",
+        description="Stale stats are ignored (router-side load only) or mark the replica "
+        "saturated.",
+    )
+    # --- rayfleet policy: choice ----------------------------------------------------
+    exploration: float = Field(
+        0.02, ge=0, le=1, description="Share of requests sent to a random unsaturated replica."
+    )
+    seed: int = Field(0, description="Seed of the exploration RNG.")
+    fallback_replicas: int = Field(
+        2, ge=0, description="Least-loaded replicas offered as the second rank."
+    )
+    session_affinity: Literal["off", "header", "user"] = Field(
+        "off",
+        description="Pin a session to its replica: by the session header or the request's "
+        "`user` field.",
+    )
+    session_header: str = Field(
+        "x-session-id", description="Header naming the session when session_affinity=header."
+    )
+    session_capacity: int = Field(100_000, ge=1, description="Sessions remembered (LRU).")
 
 
 class Http(Strict):

@@ -22,13 +22,76 @@ CHAT_TEMPLATE = (
     "{% if add_generation_prompt %}<|assistant|>\n{% endif %}"
 )
 SPECIAL_TOKENS = ["<unk>", "<s>", "</s>", "<|system|>", "<|user|>", "<|assistant|>"]
-_WORDS = (
-    "the a an model token cache replica router prefill decode cluster node request "
-    "latency throughput serve engine batch queue memory block prefix load pool ray "
-    "kube tpu gpu cpu slice host chip worker group metric time first output input "
-    "answer question system user assistant hello world please explain why how what "
-    "is are was were be been being have has had do does did will would can could"
-).split()
+_WORDS = [
+    "the",
+    "a",
+    "an",
+    "model",
+    "token",
+    "cache",
+    "replica",
+    "router",
+    "prefill",
+    "decode",
+    "cluster",
+    "node",
+    "request",
+    "latency",
+    "throughput",
+    "serve",
+    "engine",
+    "batch",
+    "queue",
+    "memory",
+    "block",
+    "prefix",
+    "load",
+    "pool",
+    "ray",
+    "kube",
+    "tpu",
+    "gpu",
+    "cpu",
+    "slice",
+    "host",
+    "chip",
+    "worker",
+    "group",
+    "metric",
+    "time",
+    "first",
+    "output",
+    "input",
+    "answer",
+    "question",
+    "system",
+    "user",
+    "assistant",
+    "hello",
+    "world",
+    "please",
+    "explain",
+    "why",
+    "how",
+    "what",
+    "is",
+    "are",
+    "was",
+    "were",
+    "be",
+    "been",
+    "being",
+    "have",
+    "has",
+    "had",
+    "do",
+    "does",
+    "did",
+    "will",
+    "would",
+    "can",
+    "could",
+]
 
 
 def cache_dir() -> Path:
@@ -84,7 +147,7 @@ def make_tiny(directory: str | Path, seed: int = 0, vocab_size: int = 2048) -> P
         bos_token_id=fast.bos_token_id,
         eos_token_id=fast.eos_token_id,
         pad_token_id=fast.pad_token_id,
-        torch_dtype="float32",
+        dtype="float32",
     )
     model = LlamaForCausalLM(config)
     model.save_pretrained(directory, safe_serialization=True)
@@ -94,9 +157,13 @@ def make_tiny(directory: str | Path, seed: int = 0, vocab_size: int = 2048) -> P
     return directory
 
 
+def tiny_path(seed: int = 0) -> Path:
+    return cache_dir() / f"tiny-llama-v{TINY_VERSION}-seed{seed}"
+
+
 def ensure_tiny(seed: int = 0) -> Path:
     """The cached tiny model's folder, made once (safe across concurrent callers)."""
-    target = cache_dir() / f"tiny-llama-v{TINY_VERSION}-seed{seed}"
+    target = tiny_path(seed)
     marker = target / "rayfleet-tiny.json"
     if marker.exists():
         return target

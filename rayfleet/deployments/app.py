@@ -1,0 +1,82 @@
+"""The Serve application builder named in the rendered config's ``import_path``.
+
+It only instantiates what the renderer produced: LLMConfigs become engine
+deployments, and the ingress is bound to them.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+from ray import serve
+from ray.llm._internal.serve.core.configs.openai_api_models import to_model_metadata
+from ray.serve.deployment import Application
+from ray.serve.llm import LLMConfig, build_llm_deployment
+
+from rayfleet.deployments.ingress import ingress_class
+from rayfleet.platform.spec import EMBEDDED_TINY
+from rayfleet.platform.tiny_model import ensure_tiny
+
+
+class EngineArgs(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    model_id: str
+    role: Literal["unified", "prefill", "decode"]
+    llm_config: dict[str, Any]
+
+
+class AppArgs(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    engines: list[EngineArgs] = Field(min_length=1)
+    api_key_env: str | None = None
+    request_timeout_s: float = 600.0
+
+
+def _local_source(source: str) -> str:
+    return str(ensure_tiny()) if source == EMBEDDED_TINY else source
+
+
+def _to_llm_config(raw: dict[str, Any]) -> LLMConfig:
+    loading = dict(raw["model_loading_config"])
+    loading["model_source"] = _local_source(loading["model_source"])
+    return LLMConfig.model_validate({**raw, "model_loading_config": loading})
+
+
+def _local_root(config: LLMConfig) -> str | None:
+    source = config.model_dump()["model_loading_config"]["model_source"]
+    return (
+        str(Path(source).resolve()) if isinstance(source, str) and Path(source).is_dir() else None
+    )
+
+
+def build_app(args: dict[str, Any]) -> Application:
+    parsed = AppArgs.model_validate(args)
+    split = [e.model_id for e in parsed.engines if e.role != "unified"]
+    if split:
+        raise ValueError(
+            f"models {sorted(set(split))} use prefill/decode pools, which this "
+            "version does not serve yet; use a unified pool"
+        )
+    configs = {e.model_id: _to_llm_config(e.llm_config) for e in parsed.engines}
+    deployments = {
+        model_id: build_llm_deployment(
+            config, override_serve_options={"name": config.deployment_config["name"]}
+        )
+        for model_id, config in configs.items()
+    }
+    ingress: Any = serve.deployment(
+        ingress_class(),
+        name="ingress",
+        max_ongoing_requests=1000,
+        ray_actor_options={"num_cpus": 0},
+    )
+    return ingress.bind(
+        llm_deployments=deployments,
+        model_cards={m: to_model_metadata(m, c) for m, c in configs.items()},
+        model_roots={m: _local_root(c) for m, c in configs.items()},
+        max_model_lens={m: int(c.engine_kwargs["max_model_len"]) for m, c in configs.items()},
+        api_key_env=parsed.api_key_env,
+        request_timeout_s=parsed.request_timeout_s,
+    )

@@ -1,0 +1,50 @@
+"""Plan → the Ray Serve deploy config (what `serve deploy` and serveConfigV2 take).
+
+Every runtime deploys this dict: `rayfleet up` locally, KubeRay as serveConfigV2,
+and the emulator. The app builder named in ``import_path`` only instantiates it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rayfleet.deployments.llm_config import llm_config
+from rayfleet.platform.plan import Plan
+
+APP_BUILDER = "rayfleet.deployments.app:build_app"
+
+
+def render_app_args(plan: Plan) -> dict[str, Any]:
+    spec = plan.spec
+    return {
+        "engines": [
+            {
+                "model_id": e.model.id,
+                "role": e.role,
+                "llm_config": llm_config(e, spec.router, plan.places_by_group),
+            }
+            for e in plan.engines
+        ],
+        "api_key_env": spec.auth.api_key_env,
+        "request_timeout_s": spec.http.request_timeout_s,
+    }
+
+
+def render_serve_config(plan: Plan) -> dict[str, Any]:
+    spec = plan.spec
+    return {
+        "proxy_location": "EveryNode",
+        "http_options": {
+            "host": spec.http.host,
+            "port": spec.http.port,
+            "request_timeout_s": spec.http.request_timeout_s,
+        },
+        "applications": [
+            {
+                "name": spec.name,
+                "route_prefix": "/",
+                "import_path": APP_BUILDER,
+                "args": render_app_args(plan),
+            }
+        ],
+    }

@@ -1,0 +1,156 @@
+"""The local runtime: a Ray head on this machine, and Serve deploys through its dashboard.
+
+Deploying goes through the same REST call as Ray's own ``serve deploy``, with the
+rendered serve config, so local runs exercise what a cluster would run.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from rayfleet.platform.tiny_model import cache_dir
+
+DASHBOARD_PORT = 8265
+# Settings Serve reads from the environment of `ray start`.
+SERVE_ENV = {
+    "RAY_SERVE_ENABLE_DIRECT_INGRESS": os.environ.get("RAY_SERVE_ENABLE_DIRECT_INGRESS", "1")
+}
+GCS_PORT = 6379
+
+
+class LocalRuntimeError(RuntimeError):
+    """Starting, deploying or stopping the local cluster failed; the message says why."""
+
+
+@dataclass
+class UpState:
+    started_cluster: bool
+    dashboard_url: str
+    app_name: str
+    api_url: str
+
+
+def state_file() -> Path:
+    return cache_dir() / "up.json"
+
+
+def save_state(state: UpState) -> None:
+    state_file().parent.mkdir(parents=True, exist_ok=True)
+    state_file().write_text(json.dumps(asdict(state)))
+
+
+def load_state() -> UpState | None:
+    try:
+        return UpState(**json.loads(state_file().read_text()))
+    except (OSError, ValueError, TypeError):
+        return None
+
+
+def ray_cli() -> str:
+    candidate = Path(sys.executable).with_name("ray")
+    return str(candidate) if candidate.exists() else "ray"
+
+
+def _run_ray(args: list[str], env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [ray_cli(), *args], capture_output=True, text=True, env={**os.environ, **(env or {})}
+    )
+
+
+def cluster_running(dashboard_url: str) -> bool:
+    try:
+        return httpx.get(f"{dashboard_url}/api/version", timeout=2).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def start_head(num_cpus: int, metrics_port: int) -> str:
+    """Start a Ray head bound to loopback; returns the dashboard URL."""
+    result = _run_ray(
+        [
+            "start",
+            "--head",
+            f"--port={GCS_PORT}",
+            "--node-ip-address=127.0.0.1",
+            f"--num-cpus={num_cpus}",
+            f"--metrics-export-port={metrics_port}",
+            "--dashboard-host=127.0.0.1",
+            f"--dashboard-port={DASHBOARD_PORT}",
+            "--disable-usage-stats",
+        ],
+        env=dict(SERVE_ENV),
+    )
+    if result.returncode != 0:
+        tail = (result.stderr or result.stdout).strip().splitlines()[-15:]
+        raise LocalRuntimeError("ray start failed:\n" + "\n".join(tail))
+    return f"http://127.0.0.1:{DASHBOARD_PORT}"
+
+
+def stop_cluster() -> None:
+    _run_ray(["stop", "--force"])
+
+
+def _submission_client(dashboard_url: str) -> Any:
+    from ray.dashboard.modules.serve.sdk import ServeSubmissionClient
+
+    return ServeSubmissionClient(dashboard_url)
+
+
+def deploy(dashboard_url: str, serve_config: dict[str, Any]) -> None:
+    try:
+        _submission_client(dashboard_url).deploy_applications(serve_config)
+    except Exception as error:  # the SDK raises bare RuntimeErrors with the server's text
+        raise LocalRuntimeError(f"deploying to {dashboard_url} failed: {error}") from None
+
+
+def delete_apps(dashboard_url: str) -> None:
+    _submission_client(dashboard_url).delete_applications()
+
+
+def app_status(dashboard_url: str, app_name: str) -> tuple[str, str]:
+    """(status, message) of one Serve application, from the dashboard."""
+    details = _submission_client(dashboard_url).get_serve_details()
+    app = details.get("applications", {}).get(app_name)
+    if app is None:
+        return "NOT_STARTED", ""
+    return app.get("status", "UNKNOWN"), app.get("message", "")
+
+
+def serve_details(dashboard_url: str) -> dict[str, Any]:
+    details: dict[str, Any] = _submission_client(dashboard_url).get_serve_details()
+    return details
+
+
+def wait_until_serving(
+    dashboard_url: str,
+    app_name: str,
+    api_url: str,
+    headers: dict[str, str],
+    timeout_s: float,
+    on_status: Callable[[str], None],
+) -> None:
+    """Block until the app is RUNNING and /v1/models answers, or fail with Serve's message."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        status, message = app_status(dashboard_url, app_name)
+        on_status(status)
+        if status == "DEPLOY_FAILED":
+            raise LocalRuntimeError(f"application {app_name!r} failed to deploy:\n{message}")
+        if status == "RUNNING":
+            try:
+                if httpx.get(f"{api_url}/v1/models", headers=headers, timeout=5).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+        time.sleep(1.0)
+    raise LocalRuntimeError(f"application {app_name!r} was not serving after {timeout_s:.0f} s")

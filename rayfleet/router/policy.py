@@ -1,0 +1,217 @@
+"""The "sticky until saturated" policy: pure Python, no Ray, one call per decision.
+
+Order of preference for rank 0:
+
+1. session    - the replica the request's session is pinned to, unless saturated;
+2. exploration - with probability ``exploration``, a random unsaturated candidate
+                 (keeps a little traffic flowing to replicas the cache would starve);
+3. cache_hit  - among candidates holding the longest cached prefix, the least loaded
+                unsaturated one;
+4. load_balance - the unsaturated candidate with the least in-flight token load
+                  (ties rotate, so an idle fleet is used round-robin);
+5. fallback   - everything is saturated: the least loaded candidate anyway.
+
+Rank 1 offers ``fallback_replicas`` lightly loaded other candidates, so Serve has
+somewhere to go when rank 0 turns out to be full without calling us again.
+"""
+
+from __future__ import annotations
+
+import heapq
+import random
+from collections.abc import Callable, Mapping, Sequence, Set
+from dataclasses import dataclass, field
+from typing import Any, Literal, get_args
+
+from rayfleet.platform.spec import Router
+from rayfleet.router.hashing import BlockKey
+from rayfleet.router.index import BlockIndex, ReplicaId
+from rayfleet.router.load import ReplicaStats
+from rayfleet.router.lru import LruMap
+
+Reason = Literal["cache_hit", "load_balance", "exploration", "session", "fallback"]
+REASONS: tuple[str, ...] = get_args(Reason)
+IndexMode = Literal["approximate", "precise"]
+# Any, not ReplicaId: Serve's queue-length cache takes its own ReplicaID type.
+QueueLen = Callable[[Any], int | None]
+Pick = tuple[ReplicaId, Reason, int | None]
+FALLBACK_SAMPLE = 32  # above this many candidates, rank 1 is drawn from a random sample
+
+
+@dataclass(slots=True)
+class PreparedRequest:
+    """What the policy needs from a request, computed once per request."""
+
+    approx_keys: list[BlockKey]
+    approx_tokens_per_block: float
+    prompt_tokens: int
+    decode_tokens: int
+    token_keys: list[BlockKey] | None = None
+    session: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class CacheView:
+    """The index a decision consults, with the request's keys in that index's terms."""
+
+    index: BlockIndex
+    keys: Sequence[BlockKey]
+    tokens_per_block: float
+    mode: IndexMode
+
+
+@dataclass(slots=True)
+class Decision:
+    ranks: list[list[ReplicaId]]
+    reason: Reason
+    matched_blocks: int
+    matched_tokens: int
+    index: IndexMode
+    stale_stats: int = 0
+
+    @property
+    def chosen(self) -> ReplicaId | None:
+        return self.ranks[0][0] if self.ranks else None
+
+
+@dataclass(slots=True)
+class Saturation:
+    """Per-decision memo: is a replica past any load threshold? Counts stale stats seen."""
+
+    settings: Router
+    loads: Mapping[ReplicaId, float]
+    stats: Mapping[ReplicaId, ReplicaStats]
+    queue_len: QueueLen | None
+    now: float
+    stale: int = 0
+    _memo: dict[ReplicaId, bool] = field(default_factory=dict)
+
+    def __call__(self, replica: ReplicaId) -> bool:
+        known = self._memo.get(replica)
+        if known is None:
+            known = self._memo[replica] = self._check(replica)
+        return known
+
+    def _check(self, replica: ReplicaId) -> bool:
+        settings = self.settings
+        if self.loads.get(replica, 0.0) >= settings.saturation_tokens:
+            return True
+        queue_len = self.queue_len(replica) if self.queue_len is not None else None
+        if queue_len is not None and queue_len >= settings.saturation_queue_len:
+            return True
+        stats = self.stats.get(replica)
+        if stats is None:
+            return False
+        if stats.age(self.now) > settings.stats_staleness_s:
+            self.stale += 1
+            return settings.stale_stats == "saturated"
+        return (
+            stats.num_waiting >= settings.saturation_waiting
+            or stats.kv_cache_usage >= settings.saturation_kv_usage
+        )
+
+
+class StickyPolicy:
+    def __init__(
+        self,
+        settings: Router,
+        loads: Mapping[ReplicaId, float],
+        stats: Mapping[ReplicaId, ReplicaStats],
+        sessions: LruMap[str, ReplicaId],
+    ) -> None:
+        self.settings = settings
+        self._loads = loads
+        self._stats = stats
+        self._sessions = sessions
+        self._rng = random.Random(settings.seed)
+        self._rotation = 0
+
+    def decide(
+        self,
+        candidates: Sequence[ReplicaId],
+        candidate_set: Set[ReplicaId],
+        request: PreparedRequest,
+        cache: CacheView,
+        queue_len: QueueLen | None,
+        now: float,
+    ) -> Decision:
+        """Rank ``candidates`` (every one must be known to ``loads``) for ``request``."""
+        if not candidates:
+            return Decision([], "fallback", 0, 0, cache.mode)
+        saturated = Saturation(self.settings, self._loads, self._stats, queue_len, now)
+        chosen, reason, matched = (
+            self._by_session(request, candidate_set, saturated)
+            or self._by_exploration(candidates, saturated)
+            or self._by_cache(cache, candidate_set, saturated)
+            or self._by_load(candidates, saturated)
+        )
+        if matched is None:
+            matched = cache.index.matched_blocks(chosen, cache.keys)
+        ranks = [[chosen]]
+        fallbacks = self._fallbacks(candidates, chosen)
+        if fallbacks:
+            ranks.append(fallbacks)
+        matched_tokens = round(matched * cache.tokens_per_block)
+        return Decision(ranks, reason, matched, matched_tokens, cache.mode, saturated.stale)
+
+    def _by_session(
+        self, request: PreparedRequest, candidate_set: Set[ReplicaId], saturated: Saturation
+    ) -> Pick | None:
+        if request.session is None:
+            return None
+        pinned = self._sessions.get(request.session)
+        if pinned is None or pinned not in candidate_set or saturated(pinned):
+            return None
+        return pinned, "session", None
+
+    def _by_exploration(
+        self, candidates: Sequence[ReplicaId], saturated: Saturation
+    ) -> Pick | None:
+        share = self.settings.exploration
+        # Draw on every decision so a seed fixes the whole sequence of choices.
+        if share <= 0 or self._rng.random() >= share:
+            return None
+        pick = candidates[self._rng.randrange(len(candidates))]
+        return None if saturated(pick) else (pick, "exploration", None)
+
+    def _by_cache(
+        self, cache: CacheView, candidate_set: Set[ReplicaId], saturated: Saturation
+    ) -> Pick | None:
+        match = cache.index.longest_match(cache.keys, candidate_set)
+        if match.blocks < self.settings.min_match_blocks:
+            return None
+        for replica in sorted(match.replicas, key=self._loads.__getitem__):
+            if not saturated(replica):
+                return replica, "cache_hit", match.blocks
+        return None
+
+    def _by_load(self, candidates: Sequence[ReplicaId], saturated: Saturation) -> Pick:
+        rotated = self._rotated(candidates)
+        least = min(rotated, key=self._loads.__getitem__)
+        if not saturated(least):
+            return least, "load_balance", None
+        by_load = sorted(rotated, key=self._loads.__getitem__)
+        for replica in by_load:
+            if not saturated(replica):
+                return replica, "load_balance", None
+        return by_load[0], "fallback", None
+
+    def _rotated(self, candidates: Sequence[ReplicaId]) -> list[ReplicaId]:
+        start = self._rotation % len(candidates)
+        self._rotation += 1
+        return [*candidates[start:], *candidates[:start]]
+
+    def _fallbacks(self, candidates: Sequence[ReplicaId], chosen: ReplicaId) -> list[ReplicaId]:
+        """The least loaded other candidates; among a random sample when there are many.
+
+        Rank 1 only matters when rank 0 is full, and Serve probes it by queue length
+        anyway, so "power of k choices" keeps a 1,000-replica decision cheap.
+        """
+        wanted = self.settings.fallback_replicas
+        if wanted == 0 or len(candidates) < 2:
+            return []
+        pool = candidates
+        if len(candidates) > FALLBACK_SAMPLE:
+            pool = self._rng.sample(candidates, FALLBACK_SAMPLE)
+        nearest = heapq.nsmallest(wanted + 1, pool, key=self._loads.__getitem__)
+        return [replica for replica in nearest if replica != chosen][:wanted]
