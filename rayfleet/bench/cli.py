@@ -43,7 +43,9 @@ console = Console()
 
 DataDir = Annotated[
     Path | None,
-    typer.Option(envvar="RAYFLEET_DATA_DIR", help="Profile store [~/.local/share/rayfleet]."),
+    typer.Option(
+        envvar="RAYFLEET_DATA_DIR", help="Profile store (default: ~/.local/share/rayfleet)."
+    ),
 ]
 
 
@@ -99,11 +101,14 @@ def run(
     duration: Annotated[float, typer.Option(help="Seconds of sending per stage.")] = 60.0,
     max_requests: Annotated[int | None, typer.Option(help="Requests per stage at most.")] = None,
     timeout: Annotated[float, typer.Option(help="Per-request timeout, seconds.")] = 60.0,
-    model: Annotated[str | None, typer.Option(help="Model id [first of /v1/models].")] = None,
+    model: Annotated[
+        str | None, typer.Option(help="Model id (default: the first of /v1/models).")
+    ] = None,
     api: Annotated[str, typer.Option(help="auto, completions or chat.")] = "auto",
     api_key: Annotated[str | None, typer.Option(envvar="RAYFLEET_API_KEY")] = None,
     tokenizer: Annotated[
-        str | None, typer.Option(help="Tokenizer folder/file [the server's, else tiny].")
+        str | None,
+        typer.Option(help="Tokenizer folder or file (default: the server's, else tiny)."),
     ] = None,
     spec: Annotated[
         Path | None, typer.Option(help="The spec being served (tags the stored run).")
@@ -114,13 +119,16 @@ def run(
     slo_ttft_ms: Annotated[float | None, typer.Option(help="Goodput TTFT target.")] = None,
     slo_tpot_ms: Annotated[float | None, typer.Option(help="Goodput TPOT target.")] = None,
     stop_ttft_p90_ms: Annotated[
-        float | None, typer.Option(help="End a sweep when TTFT p90 exceeds this [--slo-ttft-ms].")
+        float | None,
+        typer.Option(help="End a sweep when TTFT p90 exceeds this (default: --slo-ttft-ms)."),
     ] = None,
     stop_min_answered: Annotated[
         float, typer.Option(help="End a sweep when answered/offered req/s falls below this.")
     ] = 0.9,
     seed: Annotated[int, typer.Option(help="Workload and arrival seed.")] = 0,
-    out: Annotated[Path | None, typer.Option(help="Run folder [DATA_DIR/runs/RUN_ID].")] = None,
+    out: Annotated[
+        Path | None, typer.Option(help="Run folder (default: DATA_DIR/runs/RUN_ID).")
+    ] = None,
     per_request: Annotated[bool, typer.Option(help="Also write requests.jsonl.")] = False,
     save: Annotated[bool, typer.Option(help="Save the run in the profile store.")] = True,
     data_dir: DataDir = None,

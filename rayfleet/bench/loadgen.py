@@ -25,6 +25,7 @@ from rayfleet.bench.records import ErrorKind, RequestRecord, RequestSpec
 
 log = logging.getLogger(__name__)
 CPU_WARN_SHARE = 0.5
+LAG_WARN_S = 0.05  # p99 of send time minus scheduled time, open loop
 _DRAIN_GRACE_S = 1.0
 
 
@@ -308,11 +309,24 @@ async def run_load(
         cpu_share=cpu_share,
         stopped_by=runner.stopped,
     )
-    if cpu_share > CPU_WARN_SHARE:
-        message = (
-            f"the load generator used {cpu_share:.0%} of a CPU; "
-            "its own delays may distort the latencies measured"
-        )
+    for message in _self_checks(result):
         log.warning(message)
         result.warnings.append(message)
     return result
+
+
+def _self_checks(result: RunResult) -> list[str]:
+    """Signs that the generator, not the server, limited what was measured."""
+    messages = []
+    if result.cpu_share > CPU_WARN_SHARE:
+        messages.append(
+            f"the load generator used {result.cpu_share:.0%} of a CPU; "
+            "its own delays may distort the latencies measured"
+        )
+    # Session turns wait for their previous turn on purpose; other lag is the generator's.
+    lags = sorted(r.send_s - r.scheduled_s for r in result.records if r.session_id is None)
+    if result.config.rate is not None and result.config.concurrency is None and lags:
+        p99 = lags[int(0.99 * (len(lags) - 1))]
+        if p99 > LAG_WARN_S:
+            messages.append(f"requests were sent up to {p99 * 1000:.0f} ms late (p99)")
+    return messages

@@ -114,6 +114,31 @@ async def parse_body(request: Request, model: type[M]) -> M:
         raise ClientError(400, f"Invalid request: {error}", code="invalid_value") from None
 
 
+CHAT_ROLES = {"system", "developer", "user", "assistant", "tool", "function"}
+# Roles whose message is meaningless without content (assistant may carry tool calls).
+ROLES_NEEDING_CONTENT = {"system", "developer", "user"}
+
+
+def check_messages(messages: list[Any]) -> None:
+    """OpenAI's rules that vLLM's chat model leaves to the template: known roles, content."""
+    for index, message in enumerate(messages):
+        role = message.get("role") if isinstance(message, dict) else None
+        if role not in CHAT_ROLES:
+            raise ClientError(
+                400,
+                f"messages[{index}].role must be one of {sorted(CHAT_ROLES)}, got {role!r}",
+                param=f"messages.{index}.role",
+                code="invalid_value",
+            )
+        if role in ROLES_NEEDING_CONTENT and message.get("content") is None:
+            raise ClientError(
+                400,
+                f"messages[{index}] ({role}) needs content",
+                param=f"messages.{index}.content",
+                code="invalid_value",
+            )
+
+
 async def _on_client_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, ClientError)
     return error_response(exc.status, exc.message, param=exc.param, code=exc.code)

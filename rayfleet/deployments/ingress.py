@@ -30,7 +30,12 @@ from starlette.exceptions import HTTPException
 from starlette.responses import JSONResponse, Response, StreamingResponse
 
 from rayfleet.deployments.auth import load_token, require_api_key
-from rayfleet.deployments.errors import install_error_handlers, parse_body, sse_error_event
+from rayfleet.deployments.errors import (
+    check_messages,
+    install_error_handlers,
+    parse_body,
+    sse_error_event,
+)
 
 app = FastAPI(title="RayFleet OpenAI-compatible API")
 install_error_handlers(app)
@@ -144,6 +149,7 @@ class RayFleetIngress(OpenAiIngress):
 
     async def chat(self, request: Request) -> Response:  # type: ignore[override]
         body = await parse_body(request, ChatCompletionRequest)
+        check_messages(body.messages)
         return await self._process_llm_request(body, "chat", request)
 
 

@@ -14,6 +14,7 @@ import yaml
 from rich.console import Console
 from rich.table import Table
 
+from rayfleet.bench.cli import bench_app
 from rayfleet.deployments.serve_config import render_serve_config
 from rayfleet.platform import cluster_cli, local
 from rayfleet.platform.plan import Plan, resolve
@@ -22,6 +23,7 @@ from rayfleet.platform.spec import SpecError, default_spec_path, load_spec
 app = typer.Typer(help="LLM serving on Ray Serve and KubeRay.", no_args_is_help=True)
 model_app = typer.Typer(help="Models RayFleet makes itself.", no_args_is_help=True)
 app.add_typer(model_app, name="model")
+app.add_typer(bench_app, name="bench")
 console = Console()
 err = Console(stderr=True)
 

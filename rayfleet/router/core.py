@@ -97,6 +97,7 @@ class CacheAwareRouter:
         self.inflight.remove_replica(replica)
         self.stats.pop(replica, None)
         self.sessions.drop_values(replica)
+        self._candidates = None  # re-register whatever candidates the next call brings
 
     # --- requests ---------------------------------------------------------------------
 

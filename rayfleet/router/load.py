@@ -36,7 +36,8 @@ def parse_routing_stats(raw: Mapping[str, Any] | None, received_at: float) -> Re
     """The load part of a routing-stats dict, or None when it carries no load signal.
 
     Without ``reported_at`` the time the router received the dict stands in, which
-    makes an engine that stopped reporting look fresh until the next update.
+    makes an engine that stopped reporting look fresh until the next update. With it,
+    ages compare the replica's clock to the router's: keep node clocks in sync.
     """
     if not raw or not any(key in raw for key in LOAD_KEYS):
         return None

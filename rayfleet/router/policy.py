@@ -212,6 +212,9 @@ class StickyPolicy:
             return []
         pool = candidates
         if len(candidates) > FALLBACK_SAMPLE:
-            pool = self._rng.sample(candidates, FALLBACK_SAMPLE)
+            # A window at a random offset: one RNG draw instead of random.sample's 32.
+            start = self._rng.randrange(len(candidates))
+            wrap = max(0, start + FALLBACK_SAMPLE - len(candidates))
+            pool = [*candidates[start : start + FALLBACK_SAMPLE], *candidates[:wrap]]
         nearest = heapq.nsmallest(wanted + 1, pool, key=self._loads.__getitem__)
         return [replica for replica in nearest if replica != chosen][:wanted]

@@ -77,10 +77,11 @@ def test_closed_loop_multi_turn_chat(fake_server, tmp_path):
     invoke(
         f"run --target {fake_server.url} --concurrency 2 --duration 5 --max-requests 6"
         " -w multi-turn -p num_sessions=2 -p turns=3 -p user_len=8 -p output_len=2"
-        f" --out {out} --no-save"
+        f" --out {out} --no-save --metrics-url {fake_server.url}/missing"
     )
     summary = json.loads((out / "summary.json").read_text())
     assert summary["requests_ok"] == 6
+    assert summary["prefix_cache"] is None  # a metrics URL that fails doesn't fail the run
     assert summary["run"]["load"]["mode"] == "concurrency"
     assert max(len(b["messages"]) for b in fake_server.bodies) == 5  # u, a, u, a, u
 
@@ -94,4 +95,6 @@ def test_bad_options_fail_with_a_message(fake_server, tmp_path):
         "not both"
         in invoke(f"run --sweep 1 --sweep-geometric 1:4:2 --data-dir {tmp_path}", 2).output
     )
+    chat_as_completions = f"run --target {fake_server.url} --rate 1 -w multi-turn --api completions"
+    assert "chat workload" in invoke(chat_as_completions, expect=2).output
     assert "no run" in invoke(f"show nope --data-dir {tmp_path}", expect=2).output

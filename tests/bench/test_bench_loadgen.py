@@ -7,9 +7,16 @@ import time
 
 import pytest
 
-from rayfleet.bench.loadgen import LoadConfig, arrival_offsets, request_body, run_load
+from rayfleet.bench.loadgen import (
+    LoadConfig,
+    RunResult,
+    _self_checks,
+    arrival_offsets,
+    request_body,
+    run_load,
+)
 from rayfleet.bench.metrics import itls, summarize
-from rayfleet.bench.records import RequestSpec
+from rayfleet.bench.records import RequestRecord, RequestSpec
 
 TOLERANCE_S = 0.03  # a shared 2-core machine: generous, still far below the delays
 
@@ -121,3 +128,19 @@ def test_request_body_shapes():
     path, body = request_body(chat_cfg, RequestSpec(prompt="p", max_tokens=7))
     assert path == "/v1/chat/completions" and body["messages"][0]["content"] == "p"
     assert body["ignore_eos"] is True and body["stream"] is True
+
+
+async def test_rate_with_a_concurrency_cap(fake_server):
+    result = await run_load(config(fake_server, rate=200.0, concurrency=2), prompts(*["a"] * 6))
+    assert all(r.ok for r in result.records) and fake_server.max_in_flight == 2
+
+
+def test_late_sends_are_flagged():
+    cfg = LoadConfig(target="x", model="m", rate=10.0)
+    records = [
+        RequestRecord(index=i, scheduled_s=i * 0.1, send_s=i * 0.1 + 0.2, max_tokens=1)
+        for i in range(10)
+    ]
+    result = RunResult(cfg, records, started_at=0, wall_s=1, cpu_share=0.9, stopped_by="duration")
+    messages = _self_checks(result)
+    assert any("CPU" in m for m in messages) and any("late" in m for m in messages)

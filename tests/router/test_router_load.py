@@ -85,3 +85,20 @@ def test_kv_event_endpoint_comes_from_serve_llm_metadata() -> None:
     assert kv_events_endpoint(raw) == ("tcp://10.0.0.1:5557", 128)
     assert kv_events_endpoint({"num_waiting": 1}) is None
     assert kv_events_endpoint({"kv_event_metadata": {"endpoint": ""}}) is None
+
+
+def test_removing_a_replica_mid_candidates_is_safe(make_router: MakeRouter) -> None:
+    router = make_router()
+    candidates = ("r0", "r1", "r2")
+    router.choose(candidates, router.prepare(PromptInput(PROMPT), "a"))
+    router.remove_replica("r1")
+    assert router.choose(candidates, router.prepare(PromptInput(PROMPT), "b")).chosen
+
+
+def test_the_core_imports_no_ray() -> None:
+    import subprocess
+    import sys
+
+    probe = "import sys, rayfleet.router.core; print('ray' in sys.modules)"
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True)
+    assert result.stdout.strip() == "False", result.stderr

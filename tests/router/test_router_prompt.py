@@ -50,7 +50,8 @@ def test_session_from_metadata_then_headers() -> None:
     body = {"prompt": "p", "user": "alice"}
     raw_request = SimpleNamespace(headers={"X_Session_Id": "from-header"})
     header = {"session_source": "header", "session_header": "x-session-id"}
-    assert prompt_input([body, raw_request], **header).session == "from-header"  # type: ignore[union-attr]
+    from_header = prompt_input([body, raw_request], **header)
+    assert from_header is not None and from_header.session == "from-header"
     with_meta = prompt_input([body, raw_request], metadata_session="from-meta", **header)
     assert with_meta is not None and with_meta.session == "from-meta"
     user = prompt_input([body, raw_request], session_source="user")

