@@ -1,21 +1,32 @@
 """Leading-edge stream batching.
 
 Ray Serve LLM batches streamed chunks every interval so that a busy host does
-not send one Ray message per token. Its batcher waits a whole interval before
-the first flush, which adds the interval to time-to-first-token. This one
-flushes at once when the previous flush is at least an interval old (so the
-first token, and any token after a pause, goes out immediately) and otherwise
-gathers chunks until the interval has passed.
+not send one Ray message per token. Its batcher holds the first chunk for a
+whole interval, which adds the interval to time-to-first-token. This one:
+
+- sends every chunk at once until the first visible one (text the client can
+  show) has gone out, so TTFT is not batched;
+- then flushes at once when the previous flush is at least an interval old,
+  and otherwise gathers chunks until the interval has passed;
+- ends as soon as the source ends, without waiting out the interval.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncGenerator
+import re
+from collections.abc import AsyncGenerator, Callable
 from typing import Any, TypeVar
 
 T = TypeVar("T")
 _END = object()
+# An SSE chunk carrying non-empty text: vLLM sends "" while a UTF-8 character is
+# incomplete, and chat streams start with a role-only chunk.
+_VISIBLE_TEXT = re.compile(r'"(?:text|content)":\s*"[^"]')
+
+
+def carries_text(item: Any) -> bool:
+    return not isinstance(item, str) or bool(_VISIBLE_TEXT.search(item))
 
 
 class _Failure:
@@ -40,29 +51,47 @@ def _drain(queue: asyncio.Queue[Any], first: Any) -> list[Any]:
     return items
 
 
+async def _gather_until(queue: asyncio.Queue[Any], items: list[Any], deadline: float) -> None:
+    """Add arriving items to ``items`` until ``deadline`` or the end of the stream."""
+    loop = asyncio.get_running_loop()
+    while _END not in items and not any(isinstance(i, _Failure) for i in items):
+        remaining = deadline - loop.time()
+        if remaining <= 0:
+            return
+        try:
+            items.append(await asyncio.wait_for(queue.get(), remaining))
+        except TimeoutError:
+            return
+        items.extend(_drain(queue, None)[1:])
+
+
 async def leading_edge_batches(
-    source: AsyncGenerator[T, None], interval_s: float
+    source: AsyncGenerator[T, None],
+    interval_s: float,
+    visible: Callable[[Any], bool] = carries_text,
 ) -> AsyncGenerator[list[T], None]:
     loop = asyncio.get_running_loop()
     queue: asyncio.Queue[Any] = asyncio.Queue()
     pump = asyncio.create_task(_pump(source, queue))
     last_flush = float("-inf")
+    shown_text = False
     try:
         while True:
-            first = await queue.get()
-            wait = last_flush + interval_s - loop.time()
-            # Yield once even when not waiting: chunks the engine produced in the
-            # same step (a chat role chunk and the first token) then go together.
-            await asyncio.sleep(max(wait, 0.0))
-            items = _drain(queue, first)
+            items = [await queue.get()]
+            # Yield once: chunks the engine produced in the same step go together.
+            await asyncio.sleep(0)
+            items.extend(_drain(queue, None)[1:])
+            if shown_text:
+                await _gather_until(queue, items, last_flush + interval_s)
             batch = [i for i in items if i is not _END and not isinstance(i, _Failure)]
             if batch:
                 yield batch
                 last_flush = loop.time()
+                shown_text = shown_text or any(visible(i) for i in batch)
             for item in items:
                 if isinstance(item, _Failure):
                     raise item.error
-            if any(i is _END for i in items):
+            if _END in items:
                 return
     finally:
         if not pump.done():

@@ -17,6 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from rayfleet.deployments.serve_config import SERVE_ENV
 from rayfleet.kuberay.sizing import GPU_RESOURCE, TPU_RESOURCE, HostShape
 from rayfleet.platform.accelerators import gpu_type, tpu_slice
 from rayfleet.platform.plan import Group
@@ -170,12 +171,17 @@ def pod_template(
     }
 
 
+def serve_env() -> list[dict[str, Any]]:
+    return [{"name": name, "value": value} for name, value in SERVE_ENV.items()]
+
+
 def head_template(spec: Spec, shape: HostShape, dashboard: DashboardHosts) -> dict[str, Any]:
-    env = dashboard.env() + secret_env(spec)
+    env = serve_env() + dashboard.env() + secret_env(spec)
     container = ray_container("ray-head", spec, shape, head_ports(spec), env)
     return pod_template(spec, container, {})
 
 
 def worker_template(spec: Spec, group: Group, shape: HostShape) -> dict[str, Any]:
-    container = ray_container("ray-worker", spec, shape, worker_ports(spec), secret_env(spec))
+    env = serve_env() + secret_env(spec)
+    container = ray_container("ray-worker", spec, shape, worker_ports(spec), env)
     return pod_template(spec, container, node_placement(group))

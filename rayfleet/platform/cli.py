@@ -14,16 +14,20 @@ import yaml
 from rich.console import Console
 from rich.table import Table
 
+from rayfleet.bench.baselines_cli import baselines
 from rayfleet.bench.cli import bench_app
 from rayfleet.deployments.serve_config import render_serve_config
 from rayfleet.platform import cluster_cli, local
 from rayfleet.platform.plan import Plan, resolve
 from rayfleet.platform.spec import SpecError, default_spec_path, load_spec
+from rayfleet.router.cli import router_cost
 
 app = typer.Typer(help="LLM serving on Ray Serve and KubeRay.", no_args_is_help=True)
 model_app = typer.Typer(help="Models RayFleet makes itself.", no_args_is_help=True)
 app.add_typer(model_app, name="model")
 app.add_typer(bench_app, name="bench")
+bench_app.command()(baselines)
+bench_app.command("router-cost")(router_cost)
 console = Console()
 err = Console(stderr=True)
 

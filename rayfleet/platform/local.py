@@ -6,6 +6,7 @@ rendered serve config, so local runs exercise what a cluster would run.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
@@ -17,14 +18,12 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import psutil
 
+from rayfleet.deployments.serve_config import SERVE_ENV
 from rayfleet.platform.tiny_model import cache_dir
 
 DASHBOARD_PORT = 8265
-# Settings Serve reads from the environment of `ray start`.
-SERVE_ENV = {
-    "RAY_SERVE_ENABLE_DIRECT_INGRESS": os.environ.get("RAY_SERVE_ENABLE_DIRECT_INGRESS", "1")
-}
 GCS_PORT = 6379
 
 
@@ -88,7 +87,7 @@ def start_head(num_cpus: int, metrics_port: int) -> str:
             f"--dashboard-port={DASHBOARD_PORT}",
             "--disable-usage-stats",
         ],
-        env=dict(SERVE_ENV),
+        env={**SERVE_ENV, **{k: v for k, v in os.environ.items() if k in SERVE_ENV}},
     )
     if result.returncode != 0:
         tail = (result.stderr or result.stdout).strip().splitlines()[-15:]
@@ -96,8 +95,32 @@ def start_head(num_cpus: int, metrics_port: int) -> str:
     return f"http://127.0.0.1:{DASHBOARD_PORT}"
 
 
+def _ray_process_tree() -> list[psutil.Process]:
+    """The raylets and GCS on this machine, and everything they started."""
+    roots = []
+    for proc in psutil.process_iter(["name"]):
+        if proc.info["name"] in ("raylet", "gcs_server"):
+            roots.append(proc)
+    tree = list(roots)
+    for root in roots:
+        with contextlib.suppress(psutil.Error):
+            tree.extend(root.children(recursive=True))
+    return tree
+
+
 def stop_cluster() -> None:
+    """`ray stop`, then end what it leaves behind.
+
+    vLLM's engine processes and Serve's HAProxy outlive their Ray workers when
+    those are killed; each leftover engine holds gigabytes of RAM.
+    """
+    tree = _ray_process_tree()
     _run_ray(["stop", "--force"])
+    survivors = [p for p in tree if p.is_running()]
+    for proc in survivors:
+        with contextlib.suppress(psutil.Error):
+            proc.kill()
+    psutil.wait_procs(survivors, timeout=10)
 
 
 def _submission_client(dashboard_url: str) -> Any:

@@ -52,3 +52,26 @@ async def test_errors_propagate_after_delivered_items():
         async for batch in leading_edge_batches(timed_source([0, 0, 0], fail_at=2), 0.01):
             seen.extend(batch)
     assert seen == [0, 1]
+
+
+async def test_stream_ends_without_waiting_out_the_interval():
+    out = await collect(timed_source([0.0, 0.01, 0.01]), interval=5.0)
+    assert out[-1][0] < 1.0
+    assert [i for _, b in out for i in b] == [0, 1, 2]
+
+
+async def test_chunks_before_visible_text_are_not_batched():
+    async def sse():
+        yield 'data: {"choices": [{"delta": {"role": "assistant", "content": ""}}]}'
+        await asyncio.sleep(0.05)
+        yield 'data: {"choices": [{"text": ""}]}'
+        await asyncio.sleep(0.05)
+        yield 'data: {"choices": [{"text": "hi"}]}'
+        await asyncio.sleep(0.01)
+        yield 'data: {"choices": [{"text": "there"}]}'
+        yield 'data: {"choices": [{"text": "!"}]}'
+
+    out = await collect(sse(), interval=1.0)
+    assert len(out[0][1]) == 1 and len(out[1][1]) == 1  # empty chunks went out alone
+    text_at = next(t for t, batch in out if any('"hi"' in c for c in batch))
+    assert text_at < 0.5  # visible text was not held for the 1 s interval

@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
+import psutil
 import pytest
 
 BIN = Path(sys.executable).parent
@@ -30,6 +31,15 @@ def wait_for(url: str, timeout_s: float, proc: subprocess.Popen | None = None) -
             pass
         time.sleep(2)
     raise TimeoutError(f"{url} did not answer within {timeout_s} s")
+
+
+def leftover_engines() -> list[int]:
+    """PIDs of vLLM engine processes still alive (they hold GBs of RAM each)."""
+    found = []
+    for proc in psutil.process_iter(["cmdline"]):
+        if "VLLM::" in " ".join(proc.info["cmdline"] or []):
+            found.append(proc.pid)
+    return found
 
 
 def dashboard_up() -> bool:
@@ -61,5 +71,6 @@ def served() -> Iterator[str]:
         except subprocess.TimeoutExpired:
             proc.kill()
             output, _ = proc.communicate()
-            subprocess.run([str(BIN / "ray"), "stop", "--force"], capture_output=True)
+            subprocess.run([str(BIN / "rayfleet"), "down"], capture_output=True)
         print(output[-3000:])
+        assert not leftover_engines(), "vLLM engine processes outlived `rayfleet up`"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import httpx
@@ -136,6 +137,10 @@ def test_still_serving_after_errors(client: openai.OpenAI) -> None:
 
 def test_engine_metrics_on_prometheus_endpoint(served: str, client: openai.OpenAI) -> None:
     client.completions.create(model=MODEL, prompt="metrics please", max_tokens=2)
-    text = httpx.get("http://127.0.0.1:8080/metrics", timeout=10).text
-    assert "ray_vllm" in text or "vllm:" in text
+    deadline = time.monotonic() + 60  # Ray exports metrics periodically
+    text = ""
+    while time.monotonic() < deadline and "ray_vllm_prefix_cache_queries" not in text:
+        text = httpx.get("http://127.0.0.1:8080/metrics", timeout=10).text
+        time.sleep(2)
+    assert "ray_vllm_prefix_cache_queries" in text
     assert httpx.get("http://127.0.0.1:8265/api/version", timeout=5).status_code == 200

@@ -1,0 +1,46 @@
+from rayfleet.bench.baselines import _engine, ratio_rows, stock_serve_config, vllm_cli_args
+from rayfleet.platform.plan import resolve
+from rayfleet.platform.spec import default_spec_path, load_spec
+
+
+def test_bare_vllm_gets_the_same_engine_flags():
+    config = _engine(resolve(load_spec(default_spec_path())))
+    flags = vllm_cli_args(config)
+    assert flags[flags.index("--dtype") + 1] == "float32"
+    assert "--enforce-eager" in flags and "--enable-prefix-caching" in flags
+    assert flags[flags.index("--max-model-len") + 1] == "2048"
+    assert config["model_loading_config"]["model_source"].endswith("seed0")
+
+
+def test_stock_config_differs_only_by_server_class():
+    plan = resolve(load_spec(default_spec_path()))
+    config = _engine(plan)
+    stock = stock_serve_config(plan, config)
+    app = stock["applications"][0]
+    assert app["import_path"] == "ray.serve.llm:build_openai_app"
+    (llm_config,) = app["args"]["llm_configs"]
+    assert "server_cls" not in llm_config
+    assert llm_config["engine_kwargs"] == config["engine_kwargs"]
+    assert llm_config["runtime_env"]["env_vars"]["VLLM_CPU_OMP_THREADS_BIND"] == "0"
+
+
+def test_ratio_rows():
+    results = {
+        "vllm": {
+            "cold_start_s": 20,
+            "ttft_p50_s": 0.010,
+            "ttft_p90_s": 0.02,
+            "tpot_p50_s": 0.002,
+            "e2e_p50_s": 0.1,
+        },
+        "rayfleet": {
+            "cold_start_s": 60,
+            "ttft_p50_s": 0.012,
+            "ttft_p90_s": 0.03,
+            "tpot_p50_s": 0.003,
+            "e2e_p50_s": 0.2,
+        },
+    }
+    rows = {row[0]: row for row in ratio_rows(results, "vllm")}
+    assert rows["ttft_p50_s"] == ("ttft_p50_s", "10.0 ms", "12.0 ms", "1.00×", "1.20×")
+    assert rows["cold_start_s"][1:3] == ("20.0", "60.0")

@@ -1,0 +1,64 @@
+"""A rendered serve config runs on a plain `ray start --head` through Ray's own `serve deploy`."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+pytestmark = pytest.mark.e2e
+BIN = Path(sys.executable).parent
+REPO = Path(__file__).resolve().parents[2]
+
+
+def wait_models(url: str, timeout_s: float) -> list[dict]:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            response = httpx.get(f"{url}/v1/models", timeout=5)
+            if response.status_code == 200:
+                return list(response.json()["data"])
+        except httpx.HTTPError:
+            pass
+        time.sleep(2)
+    raise TimeoutError(f"{url} did not serve within {timeout_s} s")
+
+
+def test_render_then_serve_deploy(tmp_path: Path) -> None:
+    config = tmp_path / "serve.yaml"
+    subprocess.run(
+        [
+            str(BIN / "rayfleet"),
+            "render",
+            str(REPO / "examples/cpu-tiny.yaml"),
+            "--serve-config",
+            str(config),
+        ],
+        check=True,
+    )
+    subprocess.run(
+        [str(BIN / "ray"), "start", "--head", "--disable-usage-stats"],
+        check=True,
+        capture_output=True,
+    )
+    try:
+        deploy = subprocess.run(
+            [str(BIN / "serve"), "deploy", str(config)], capture_output=True, text=True
+        )
+        assert deploy.returncode == 0, deploy.stderr
+        models = wait_models("http://127.0.0.1:8000", 600)
+        assert [m["id"] for m in models] == ["tiny-llama"]
+        completion = httpx.post(
+            "http://127.0.0.1:8000/v1/completions",
+            json={"model": "tiny-llama", "prompt": "hello", "max_tokens": 5},
+            timeout=60,
+        ).json()
+        assert completion["usage"]["completion_tokens"] == 5
+        bad = httpx.post("http://127.0.0.1:8000/v1/completions", content=b"{", timeout=30)
+        assert bad.status_code == 400 and "error" in bad.json()
+    finally:
+        subprocess.run([str(BIN / "rayfleet"), "down"], capture_output=True)
