@@ -16,6 +16,7 @@ from ray.serve.deployment import Application
 from ray.serve.llm import LLMConfig, build_llm_deployment
 
 from rayfleet.deployments.ingress import ingress_class
+from rayfleet.deployments.pd import build_pd_deployments
 from rayfleet.platform.spec import EMBEDDED_TINY
 from rayfleet.platform.tiny_model import ensure_tiny
 
@@ -51,21 +52,45 @@ def _local_root(config: LLMConfig) -> str | None:
     )
 
 
+def _engine_deployments(
+    engines: list[EngineArgs],
+) -> tuple[dict[str, LLMConfig], dict[str, Application]]:
+    """Per model: the LLMConfig the ingress describes, and the deployment it calls.
+
+    A unified model's engine is called directly; a split model's decode engine is
+    called, and it prefills on the prefill engine when that pays (see pd.py).
+    """
+    by_model: dict[str, dict[str, LLMConfig]] = {}
+    for e in engines:
+        by_model.setdefault(e.model_id, {})[e.role] = _to_llm_config(e.llm_config)
+    configs: dict[str, LLMConfig] = {}
+    deployments: dict[str, Application] = {}
+    for model_id, roles in by_model.items():
+        if set(roles) == {"unified"}:
+            configs[model_id] = roles["unified"]
+            deployments[model_id] = _deployment(roles["unified"])
+        elif set(roles) == {"prefill", "decode"}:
+            configs[model_id] = roles["decode"]
+            deployments[model_id] = build_pd_deployments(
+                roles["prefill"], roles["decode"], _deployment
+            )
+        else:
+            raise ValueError(
+                f"model {model_id!r} has engines {sorted(roles)}; expected one unified "
+                "engine, or one prefill and one decode engine"
+            )
+    return configs, deployments
+
+
+def _deployment(config: LLMConfig, **options: Any) -> Application:
+    return build_llm_deployment(
+        config, override_serve_options={"name": config.deployment_config["name"]}, **options
+    )
+
+
 def build_app(args: dict[str, Any]) -> Application:
     parsed = AppArgs.model_validate(args)
-    split = [e.model_id for e in parsed.engines if e.role != "unified"]
-    if split:
-        raise ValueError(
-            f"models {sorted(set(split))} use prefill/decode pools, which this "
-            "version does not serve yet; use a unified pool"
-        )
-    configs = {e.model_id: _to_llm_config(e.llm_config) for e in parsed.engines}
-    deployments = {
-        model_id: build_llm_deployment(
-            config, override_serve_options={"name": config.deployment_config["name"]}
-        )
-        for model_id, config in configs.items()
-    }
+    configs, deployments = _engine_deployments(parsed.engines)
     ingress: Any = serve.deployment(
         ingress_class(),
         name="ingress",

@@ -7,6 +7,7 @@ default ``{"detail": ...}`` is invisible to it, so every handler goes through he
 from __future__ import annotations
 
 import json
+import math
 from typing import Any, TypeVar
 
 from fastapi import FastAPI, Request
@@ -15,6 +16,9 @@ from pydantic import BaseModel, ValidationError
 from ray.llm._internal.serve.core.configs.openai_api_models import OpenAIHTTPException
 from starlette.exceptions import HTTPException
 from starlette.responses import JSONResponse
+
+from rayfleet.deployments.metrics import INGRESS_METRICS
+from rayfleet.deployments.overload import EngineUnavailable, Overloaded
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -48,7 +52,10 @@ def error_response(
     param: str | None = None,
     code: str | None = None,
     headers: dict[str, str] | None = None,
+    kind: str | None = None,
 ) -> JSONResponse:
+    """An OpenAI error response, counted in ``rayfleet_ingress_errors_total``."""
+    INGRESS_METRICS.record_error(status, kind)
     return JSONResponse(
         error_body(status, message, param=param, code=code), status_code=status, headers=headers
     )
@@ -64,8 +71,9 @@ class ClientError(Exception):
         self.status, self.message, self.param, self.code = status, message, param, code
 
 
-def sse_error_event(status: int, message: str) -> str:
+def sse_error_event(status: int, message: str, kind: str | None = None) -> str:
     """A stream's last event when it fails after it started: clients see why it ended."""
+    INGRESS_METRICS.record_error(status, kind)
     return f"data: {json.dumps(error_body(status, message))}\n\n"
 
 
@@ -93,6 +101,18 @@ def _validation_error(errors: list[Any]) -> ClientError:
     return ClientError(400, message, param=param, code="invalid_value")
 
 
+def _reject_constant(name: str) -> float:
+    # Python's parser accepts NaN and Infinity; JSON does not, and the engine can't use them.
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if math.isinf(value):
+        raise ValueError(f"{text} is out of range")
+    return value
+
+
 async def parse_body(request: Request, model: type[M]) -> M:
     """Parse and validate a JSON body; any failure here is the client's, so a 400.
 
@@ -101,8 +121,9 @@ async def parse_body(request: Request, model: type[M]) -> M:
     """
     raw = await request.body()
     try:
-        data = json.loads(raw)
-    except (ValueError, UnicodeDecodeError):
+        data = json.loads(raw, parse_constant=_reject_constant, parse_float=_finite_float)
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        # RecursionError: nesting deeper than Python's parser allows.
         raise ClientError(400, "Request body is not valid JSON", code="invalid_json") from None
     if not isinstance(data, dict):
         raise ClientError(400, "Request body must be a JSON object", code="invalid_json")
@@ -141,7 +162,7 @@ def check_messages(messages: list[Any]) -> None:
 
 async def _on_client_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, ClientError)
-    return error_response(exc.status, exc.message, param=exc.param, code=exc.code)
+    return error_response(exc.status, exc.message, param=exc.param, code=exc.code, kind=exc.code)
 
 
 async def _on_validation_error(request: Request, exc: Exception) -> JSONResponse:
@@ -161,6 +182,18 @@ async def _on_openai_error(request: Request, exc: Exception) -> JSONResponse:
     return error_response(status, exc.message, code=exc.type)
 
 
+async def _on_overloaded(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, Overloaded)
+    return error_response(
+        429, exc.message, code="overloaded", headers={"Retry-After": str(exc.retry_after_s)}
+    )
+
+
+async def _on_engine_unavailable(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, EngineUnavailable)
+    return error_response(503, exc.message, code="engine_unavailable", headers={"Retry-After": "1"})
+
+
 async def _on_unexpected_error(request: Request, exc: Exception) -> JSONResponse:
     return error_response(500, f"Internal error: {type(exc).__name__}")
 
@@ -170,4 +203,6 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(RequestValidationError, _on_validation_error)
     app.add_exception_handler(HTTPException, _on_http_error)
     app.add_exception_handler(OpenAIHTTPException, _on_openai_error)
+    app.add_exception_handler(Overloaded, _on_overloaded)
+    app.add_exception_handler(EngineUnavailable, _on_engine_unavailable)
     app.add_exception_handler(Exception, _on_unexpected_error)

@@ -1,9 +1,11 @@
 """The OpenAI-compatible ingress: ray.serve.llm's OpenAiIngress, hardened.
 
 What it changes: every error is an OpenAI-style body with a 4xx for client
-mistakes; optional bearer auth; ``/v1/models`` shows each model's local folder
-as ``root``; the spec's request timeout; a stream that fails midway ends with
-an error event instead of hanging.
+mistakes, counted by kind in ``rayfleet_ingress_errors_total``; optional bearer
+auth; ``/v1/models`` shows each model's local folder as ``root``; the spec's
+request timeout; a full pool answers 429 with ``Retry-After``; a request whose
+engine replica dies before answering is re-sent (see overload.py); a stream
+that fails midway ends with an error event instead of hanging.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ from rayfleet.deployments.errors import (
     parse_body,
     sse_error_event,
 )
+from rayfleet.deployments.overload import first_chunk_with_retry, replica_gone
 
 app = FastAPI(title="RayFleet OpenAI-compatible API")
 install_error_handlers(app)
@@ -68,7 +71,11 @@ async def _guarded_stream(chunks: AsyncGenerator[str, None]) -> AsyncGenerator[s
         yield sse_error_event(408, "Request timed out while streaming")
         yield "data: [DONE]\n\n"
     except Exception as error:
-        yield sse_error_event(500, f"Stream failed: {type(error).__name__}")
+        if replica_gone(error):
+            message = "The engine replica serving this stream failed; retry the request"
+            yield sse_error_event(503, message, kind="replica_died")
+        else:
+            yield sse_error_event(500, f"Stream failed: {type(error).__name__}")
         yield "data: [DONE]\n\n"
 
 
@@ -78,6 +85,12 @@ async def _with_deadline(
     async with asyncio.timeout_at(deadline):
         async for chunk in chunks:
             yield chunk
+
+
+def answer_before_proxy(request_timeout_s: float) -> float:
+    """The ingress's own deadline: a little inside the HTTP proxy's (same spec field),
+    so a timed-out client gets the ingress's OpenAI error, not the proxy's bare one."""
+    return request_timeout_s - min(0.5, request_timeout_s * 0.05)
 
 
 class RayFleetIngress(OpenAiIngress):
@@ -95,7 +108,7 @@ class RayFleetIngress(OpenAiIngress):
         super().__init__(llm_deployments, model_cards, lora_paths=lora_paths)
         self._model_roots = model_roots
         self._max_model_lens = max_model_lens
-        self._timeout_s = request_timeout_s
+        self._timeout_s = answer_before_proxy(request_timeout_s)
         self._created = int(time.time())
         app.state.api_token = load_token(api_key_env)
 
@@ -125,12 +138,15 @@ class RayFleetIngress(OpenAiIngress):
         self, body: Any, call_method: str, raw_request: Request | None = None
     ) -> Response:
         deadline = asyncio.get_running_loop().time() + self._timeout_s
-        chunks = _with_deadline(
-            self._get_response(body=body, call_method=call_method, raw_request=raw_request),
-            deadline,
-        )
+
+        def start() -> AsyncGenerator[Any, None]:
+            return _with_deadline(
+                self._get_response(body=body, call_method=call_method, raw_request=raw_request),
+                deadline,
+            )
+
         try:
-            first, chunks = await _peek_at_generator(chunks)
+            first, chunks = await first_chunk_with_retry(start, _peek_at_generator)
         except TimeoutError:
             raise OpenAIHTTPException(408, "Request timed out", type="timeout") from None
         except StopAsyncIteration:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from rayfleet.deployments.pd_config import pd_settings, validate_pools_agree
 from rayfleet.platform.accelerators import gpu_type, tpu_slice
 from rayfleet.platform.plan import GROUP_LABEL, Engine
 from rayfleet.platform.spec import CpuAccelerator, GpuAccelerator, Router, TpuAccelerator
@@ -114,6 +115,24 @@ def deployment_config(engine: Engine, router: Router, actor_options: dict[str, A
     return config
 
 
+def _backend_engine_kwargs(acc: Any, engine: Engine) -> dict[str, Any]:
+    if isinstance(acc, CpuAccelerator):
+        return _cpu_backend(acc, engine)["engine_kwargs"]
+    if isinstance(acc, GpuAccelerator):
+        return _gpu_backend(acc, engine)["engine_kwargs"]
+    return _tpu_backend(acc, engine)["engine_kwargs"]
+
+
+def _add_disaggregation(config: dict[str, Any], engine: Engine, router: Router) -> None:
+    """KV transfer on both pools; the decode side also gets the per-request policy."""
+    model = engine.model
+    validate_pools_agree(model, lambda acc: _backend_engine_kwargs(acc, engine))
+    kv_transfer, experimental = pd_settings(model, engine.role, router)
+    # A kv_transfer_config in the spec's engine kwargs wins (e.g. a shared path on a cluster).
+    config["engine_kwargs"].setdefault("kv_transfer_config", kv_transfer)
+    config["experimental_configs"] = experimental
+
+
 def llm_config(engine: Engine, router: Router, place_by_group: bool) -> dict[str, Any]:
     """The LLMConfig fields for one engine deployment."""
     acc = engine.pool.accelerator
@@ -132,6 +151,8 @@ def llm_config(engine: Engine, router: Router, place_by_group: bool) -> dict[str
         "server_cls": SERVER_CLS,
         "log_engine_metrics": True,
     }
+    if engine.role != "unified":
+        _add_disaggregation(config, engine, router)
     for key in ("accelerator_type", "accelerator_config", "placement_group_config"):
         if key in backend:
             config[key] = backend[key]

@@ -14,9 +14,14 @@ import yaml
 from rich.console import Console
 from rich.table import Table
 
+from rayfleet.bench.arena_cli import arena
 from rayfleet.bench.baselines_cli import baselines
 from rayfleet.bench.cli import bench_app
+from rayfleet.bench.profiles_cli import profiles_app
+from rayfleet.bench.recommend_cli import recommend_command
+from rayfleet.bench.sim.app import render_sim_serve_config
 from rayfleet.deployments.serve_config import render_serve_config
+from rayfleet.kuberay.emulate import emulate
 from rayfleet.platform import cluster_cli, local
 from rayfleet.platform.plan import Plan, resolve
 from rayfleet.platform.spec import SpecError, default_spec_path, load_spec
@@ -26,8 +31,11 @@ app = typer.Typer(help="LLM serving on Ray Serve and KubeRay.", no_args_is_help=
 model_app = typer.Typer(help="Models RayFleet makes itself.", no_args_is_help=True)
 app.add_typer(model_app, name="model")
 app.add_typer(bench_app, name="bench")
+app.add_typer(profiles_app, name="profiles")
+app.command("recommend")(recommend_command)
 bench_app.command()(baselines)
 bench_app.command("router-cost")(router_cost)
+bench_app.command()(arena)
 console = Console()
 err = Console(stderr=True)
 
@@ -133,10 +141,13 @@ def up(
     spec: SpecArg = None,
     detach: Annotated[bool, typer.Option(help="Return once the API answers.")] = False,
     timeout: Annotated[float, typer.Option(help="Seconds to wait for the API.")] = 900,
+    simulate: Annotated[
+        bool, typer.Option(help="Serve with the simulated engine instead of vLLM.")
+    ] = False,
 ) -> None:
     """Start a local Ray cluster (or join RAY_ADDRESS), deploy, and serve."""
     plan = _plan(spec)
-    config = render_serve_config(plan)
+    config = render_sim_serve_config(plan) if simulate else render_serve_config(plan)
     state = _start_or_join(plan)
     local.save_state(state)
     started = time.monotonic()
@@ -208,6 +219,33 @@ def _local_status(dashboard_url: str) -> None:
                 f"{running}/{len(replicas)} running",
             )
     console.print(table)
+    _print_pool_figures(details)
+
+
+def _print_pool_figures(details: dict[str, Any]) -> None:
+    """Live per-pool figures from Ray's Prometheus endpoint (vLLM's engine metrics)."""
+    from rayfleet.deployments import metrics
+
+    pools = {
+        name: [r["replica_id"] for r in dep.get("replicas", [])]
+        for app_info in details.get("applications", {}).values()
+        for name, dep in app_info.get("deployments", {}).items()
+        if name != "ingress"
+    }
+    try:
+        text = local.scrape_metrics()
+    except local.LocalRuntimeError as error:
+        err.print(f"[yellow]no live figures:[/] {error}")
+        return
+    table = Table(title=f"Pools (live, from {local.METRICS_URL})")
+    for column in metrics.POOL_COLUMNS:
+        table.add_column(column)
+    for pool, figures in metrics.pool_figures(text, pools).items():
+        table.add_row(pool, *metrics.pool_row(figures))
+    console.print(table)
+    errors = metrics.ingress_error_totals(text)
+    if errors:
+        console.print("ingress errors: " + ", ".join(f"{k}: {n}" for k, n in errors.items()))
 
 
 @app.command()
@@ -236,6 +274,7 @@ def make_tiny_command(
 
 
 cluster_cli.register(app)
+app.command()(emulate)
 
 
 def main() -> None:

@@ -68,13 +68,18 @@ def _run_ray(args: list[str], env: dict[str, str] | None = None) -> subprocess.C
 
 def cluster_running(dashboard_url: str) -> bool:
     try:
-        return httpx.get(f"{dashboard_url}/api/version", timeout=2).status_code == 200
+        httpx.get(f"{dashboard_url}/api/version", timeout=2)
+        return True  # any answer, 401 included: a dashboard is there
     except httpx.HTTPError:
         return False
 
 
 def start_head(num_cpus: int, metrics_port: int) -> str:
-    """Start a Ray head bound to loopback; returns the dashboard URL."""
+    """Start a Ray head bound to loopback; returns the dashboard URL.
+
+    Ray 2.60's `ray start --head` turns on token auth and writes the token where
+    ``ray_auth_headers`` reads it.
+    """
     result = _run_ray(
         [
             "start",
@@ -123,10 +128,24 @@ def stop_cluster() -> None:
     psutil.wait_procs(survivors, timeout=10)
 
 
+def ray_auth_headers() -> dict[str, str]:
+    """The dashboard's bearer token, from where Ray keeps it.
+
+    Passed explicitly: Ray's SDK decides once per process whether auth is on,
+    from whether a token file existed at that moment, which goes stale when this
+    process starts the cluster itself.
+    """
+    token = os.environ.get("RAY_AUTH_TOKEN")
+    path = Path(os.environ.get("RAY_AUTH_TOKEN_PATH", Path.home() / ".ray" / "auth_token"))
+    if not token and path.exists():
+        token = path.read_text().strip()
+    return {"Authorization": f"Bearer {token}"} if token else {}
+
+
 def _submission_client(dashboard_url: str) -> Any:
     from ray.dashboard.modules.serve.sdk import ServeSubmissionClient
 
-    return ServeSubmissionClient(dashboard_url)
+    return ServeSubmissionClient(dashboard_url, headers=ray_auth_headers())
 
 
 def deploy(dashboard_url: str, serve_config: dict[str, Any]) -> None:
@@ -147,6 +166,19 @@ def app_status(dashboard_url: str, app_name: str) -> tuple[str, str]:
     if app is None:
         return "NOT_STARTED", ""
     return app.get("status", "UNKNOWN"), app.get("message", "")
+
+
+METRICS_URL = "http://127.0.0.1:8080/metrics"
+
+
+def scrape_metrics(url: str = METRICS_URL) -> str:
+    """The node's Prometheus text (Ray's, Serve's, vLLM's and RayFleet's series)."""
+    try:
+        response = httpx.get(url, timeout=10)
+        response.raise_for_status()
+    except httpx.HTTPError as error:
+        raise LocalRuntimeError(f"scraping {url} failed: {error}") from None
+    return response.text
 
 
 def serve_details(dashboard_url: str) -> dict[str, Any]:

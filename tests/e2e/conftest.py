@@ -74,3 +74,32 @@ def served() -> Iterator[str]:
             subprocess.run([str(BIN / "rayfleet"), "down"], capture_output=True)
         print(output[-3000:])
         assert not leftover_engines(), "vLLM engine processes outlived `rayfleet up`"
+
+
+@pytest.fixture(scope="module")
+def ops_served(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory):
+    """`rayfleet up --detach` with the module's ``OPS_SPEC`` (YAML) and ``OPS_ENV``;
+    `rayfleet down` afterwards. Yields the API URL."""
+    if dashboard_up():
+        pytest.fail("a Ray cluster is already running on this machine; stop it first")
+    spec = tmp_path_factory.mktemp("ops") / "spec.yaml"
+    spec.write_text(request.module.OPS_SPEC)
+    env = {
+        **os.environ,
+        "COLUMNS": "200",
+        "RAY_AUTH_MODE": "token",  # `ray start --head`'s default; the deploy client must match
+        **getattr(request.module, "OPS_ENV", {}),
+    }
+    try:
+        up = subprocess.run(
+            [str(BIN / "rayfleet"), "up", str(spec), "--detach", "--timeout", "600"],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=700,
+        )
+        assert up.returncode == 0, up.stdout[-2000:] + up.stderr[-2000:]
+        yield API
+    finally:
+        subprocess.run([str(BIN / "rayfleet"), "down"], capture_output=True, timeout=300)
+        assert not leftover_engines(), "vLLM engine processes outlived `rayfleet down`"

@@ -1,0 +1,147 @@
+"""Prefill/decode on the real stack: PD output equals unified output, byte for byte.
+
+Unified (examples/cpu-tiny.yaml) serves the prompts first, then `rayfleet down`, then
+examples/cpu-tiny-pd.yaml serves the same prompts. Long prompts (300–450 tokens) must
+go through the prefill engine and be loaded by the decode engine from the shared
+storage; short ones must be prefilled on decode.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import openai
+import pytest
+
+from rayfleet.deployments.pd_config import SHARED_STORAGE_ROOT
+from rayfleet.platform.tiny_model import ensure_tiny
+
+pytestmark = pytest.mark.e2e
+
+BIN = Path(sys.executable).parent
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+MODEL = "tiny-llama"
+API = "http://127.0.0.1:8000/v1"
+METRICS = "http://127.0.0.1:8080/metrics"
+BLOCK = 128  # vLLM-CPU's block size; the shared-storage connector moves full blocks only
+
+
+def _prompts() -> tuple[list[str], list[int], list[str]]:
+    """10 distinct long prompts (300–450 tokens, with their lengths) and 5 short ones."""
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(str(ensure_tiny()))
+    words = ["river", "stone", "cloud", "engine", "garden", "silver", "market", "window"]
+    rng = random.Random(7)
+    long_prompts, lengths = [], []
+    for i in range(10):
+        target = 300 + 15 * i
+        text = f"Story {i}:"
+        while len(tokenizer.encode(text)) < target:
+            text += " " + rng.choice(words)
+        long_prompts.append(text)
+        lengths.append(len(tokenizer.encode(text)))
+    short = [f"Hello number {i}, tell me" for i in range(5)]
+    return long_prompts, lengths, short
+
+
+def _generate(client: openai.OpenAI, prompt: str, stream: bool) -> str:
+    if not stream:
+        result = client.completions.create(model=MODEL, prompt=prompt, max_tokens=24, temperature=0)
+        return result.choices[0].text
+    chunks = client.completions.create(
+        model=MODEL, prompt=prompt, max_tokens=24, temperature=0, stream=True
+    )
+    return "".join(c.choices[0].text for c in chunks if c.choices)
+
+
+def _serve_all(prompts: list[tuple[str, bool]]) -> list[str]:
+    client = openai.OpenAI(base_url=API, api_key="unused", timeout=300)
+    return [_generate(client, p, stream) for p, stream in prompts]
+
+
+@pytest.fixture
+def cluster() -> Iterator[object]:
+    if _dashboard_up():
+        pytest.fail("a Ray cluster is already running on this machine; stop it first")
+
+    def up(spec: str) -> None:
+        subprocess.run(
+            [str(BIN / "rayfleet"), "up", str(EXAMPLES / spec), "--detach"],
+            check=True,
+            timeout=900,
+        )
+
+    try:
+        yield up
+    finally:
+        subprocess.run([str(BIN / "rayfleet"), "down"], capture_output=True, timeout=300)
+
+
+def _dashboard_up() -> bool:
+    try:
+        return httpx.get("http://127.0.0.1:8265/api/version", timeout=3).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def _metric_sum(text: str, name: str, must_contain: str = "") -> float:
+    total = 0.0
+    for line in text.splitlines():
+        if line.startswith(name + "{") and must_contain in line:
+            total += float(line.rsplit(" ", 1)[1])
+    return total
+
+
+def _wait_for_metric(name: str, must_contain: str, at_least: float) -> tuple[float, str]:
+    deadline = time.monotonic() + 90  # Ray exports metrics periodically
+    value, text = 0.0, ""
+    while time.monotonic() < deadline:
+        text = httpx.get(METRICS, timeout=10).text
+        value = _metric_sum(text, name, must_contain)
+        if value >= at_least:
+            break
+        time.sleep(3)
+    return value, text
+
+
+def test_pd_output_equals_unified_and_long_prompts_move_kv(cluster) -> None:
+    long_prompts, lengths, short = _prompts()
+    # Each prompt once (the decode engine caches what it served): half of each kind streamed.
+    requests = [(p, i >= 5) for i, p in enumerate(long_prompts)]
+    requests += [(p, i >= 3) for i, p in enumerate(short)]
+    shutil.rmtree(f"{SHARED_STORAGE_ROOT}/{MODEL}", ignore_errors=True)
+
+    cluster("cpu-tiny.yaml")
+    unified = _serve_all(requests)
+    subprocess.run([str(BIN / "rayfleet"), "down"], check=True, timeout=300)
+
+    cluster("cpu-tiny-pd.yaml")
+    split = _serve_all(requests)
+    assert split == unified
+    assert all(text for text in split)
+
+    disaggregated, text = _wait_for_metric(
+        "ray_rayfleet_pd_decisions_total", 'path="disaggregated"', 10
+    )
+    local = _metric_sum(text, "ray_rayfleet_pd_decisions_total", 'path="local"')
+    assert (disaggregated, local) == (10, 5), text[-2000:]
+    assert _metric_sum(text, "ray_rayfleet_pd_fallbacks_total") == 0
+
+    # The shared-storage connector loads the full blocks of each prompt minus its last
+    # token; a request can never load more. Decode loading the sum of those maxima
+    # means every disaggregated request hit, on every block it could.
+    expected = sum((n - 1) // BLOCK * BLOCK for n in lengths)
+    hits, text = _wait_for_metric("ray_vllm_external_prefix_cache_hits_total", "decode", expected)
+    decode_lines = [
+        line for line in text.splitlines() if re.match(r"ray_vllm_external_prefix_cache_hits", line)
+    ]
+    assert hits == expected, decode_lines
