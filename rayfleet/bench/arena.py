@@ -17,7 +17,8 @@ How a run goes:
 5. The oracle: one LRU as large as all replicas' caches together serving the sequence.
 
 Latencies are wall seconds as measured by the load generator; simulated engine time
-is wall × time_scale.
+is wall × time_scale. ``--engine virtual`` skips steps 3-4: the same schedule is served
+offline by simulated engine cores in virtual time (``arena_virtual``; pow2 and rayfleet).
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ import httpx
 
 from rayfleet.bench import arena_results as results
 from rayfleet.bench import arena_sizing as sizing
+from rayfleet.bench import arena_virtual as virtual
 from rayfleet.bench.loadgen import LoadConfig, run_load
 from rayfleet.bench.records import RequestRecord, RequestSpec
 from rayfleet.bench.sim.app import render_sim_serve_config
@@ -53,7 +55,7 @@ from rayfleet.platform.tiny_model import ensure_tiny
 log = logging.getLogger(__name__)
 
 ROUTERS = ("pow2", "ray-prefix", "rayfleet")
-ENGINES = ("sim", "vllm")
+ENGINES = ("sim", "vllm", "virtual")
 APP_NAME = "arena"
 MODEL_ID = "arena-model"
 METRICS_PORT = 8080
@@ -104,12 +106,13 @@ class Schedule:
     sim: SimParams
     load: sizing.LoadChoice
     capacity: sizing.Capacity
+    router_settings: dict[str, Any] = field(default_factory=dict)
 
 
 def plan_schedule(options: ArenaOptions, maker: TextMaker) -> Schedule:
     """Workload, request list, token trace and load: everything decided before Ray starts."""
     sim = sizing.sim_params(options.sim)
-    params = {**sizing.default_params(options.workload, options.replicas, sim), **options.params}
+    params = sizing.default_params(options.workload, options.replicas, sim, options.params)
     workload = build_workload(options.workload, params, maker, options.seed)
     tokenizer = load_sim_tokenizer(sim.tokenizer)
     probe = workload.take(sizing.CAPACITY_REQUESTS_PER_REPLICA * options.replicas)
@@ -117,13 +120,17 @@ def plan_schedule(options: ArenaOptions, maker: TextMaker) -> Schedule:
     load = sizing.choose_load(capacity, options.rate, options.time_scale, options.max_wall_rate)
     count = max(1, math.ceil(load.wall_rate * options.duration_s))
     specs = workload.take(count)
-    return Schedule(workload, specs, sizing.trace_of(specs, tokenizer), sim, load, capacity)
+    trace = sizing.trace_of(specs, tokenizer)
+    router = sizing.router_settings(specs, trace, sim)
+    return Schedule(workload, specs, trace, sim, load, capacity, router)
 
 
 # --- the deployment --------------------------------------------------------------------
 
 
-def arena_spec(options: ArenaOptions, router: str, sim: SimParams) -> Spec:
+def arena_spec(
+    options: ArenaOptions, router: str, sim: SimParams, settings: dict[str, Any]
+) -> Spec:
     max_model_len = sim.max_model_len if options.engine == "sim" else 4096
     return parse_spec(
         {
@@ -143,7 +150,7 @@ def arena_spec(options: ArenaOptions, router: str, sim: SimParams) -> Spec:
                     },
                 }
             ],
-            "router": {"policy": router},
+            "router": {**settings, "policy": router},
             "http": {"host": "127.0.0.1", "port": 8000, "metrics_port": METRICS_PORT},
         },
         origin="arena",
@@ -151,7 +158,7 @@ def arena_spec(options: ArenaOptions, router: str, sim: SimParams) -> Spec:
 
 
 def serve_config(options: ArenaOptions, router: str, schedule: Schedule) -> dict[str, Any]:
-    plan = resolve(arena_spec(options, router, schedule.sim))
+    plan = resolve(arena_spec(options, router, schedule.sim, schedule.router_settings))
     if options.engine == "vllm":
         return render_serve_config(plan)
     sim = {**schedule.sim.model_dump(), "time_scale": schedule.load.time_scale}
@@ -252,9 +259,10 @@ def describe(options: ArenaOptions, schedule: Schedule) -> dict[str, Any]:
         "capacity": schedule.capacity.describe(),
         "deployment": "one local Ray cluster; the app is deleted and redeployed per router "
         "(fresh replicas, cold caches), only spec.router.policy changes",
+        "router_settings": schedule.router_settings,
         "latency_unit": "wall seconds (simulated engine time = wall × time_scale)",
     }
-    if options.engine == "sim":
+    if options.engine != "vllm":
         extra["simulator"] = {**sim.model_dump(), "time_scale": schedule.load.time_scale}
     if options.workload == "shared-prefix":
         params = schedule.workload.params.model_dump()
@@ -272,7 +280,7 @@ def _use_token_auth() -> None:
     re-read its config so this process's dashboard client sends the token.
     """
     from ray._private.authentication.authentication_utils import is_token_auth_enabled
-    from ray._raylet import Config
+    from ray._raylet import Config  # type: ignore[attr-defined]
 
     os.environ["RAY_AUTH_MODE"] = "token"
     if not is_token_auth_enabled():
@@ -286,10 +294,51 @@ def run_arena(options: ArenaOptions, on_status: Callable[[str], None] = log.info
     schedule = plan_schedule(options, maker)
     kv_blocks = (
         schedule.sim
-        if options.engine == "sim"
+        if options.engine != "vllm"
         else schedule.sim.model_copy(update={"num_kv_blocks": VLLM_KV_BLOCKS})
     )
     oracle = sizing.oracle(schedule.trace, kv_blocks, options.replicas)
+    extra = describe(options, schedule)
+    if options.engine == "virtual":
+        rows = virtual_rows(options, schedule, extra)
+    else:
+        rows = ray_rows(options, schedule, on_status)
+    document = results.arena_document(rows, oracle, extra)
+    results.write_arena(options.out, document)
+    return document
+
+
+def virtual_rows(
+    options: ArenaOptions, schedule: Schedule, extra: dict[str, Any]
+) -> dict[str, dict[str, Any]]:
+    """Every router the virtual engine simulates, offline (see arena_virtual)."""
+    arrivals = virtual.poisson_arrivals(len(schedule.specs), schedule.load.sim_rate, options.seed)
+    prompts = [(s.prompt, s.messages) for s in schedule.specs]
+    rows = {}
+    for router in options.routers:
+        if router not in virtual.VIRTUAL_ROUTERS:
+            extra.setdefault("skipped_routers", []).append(router)
+            continue
+        run = virtual.run_policy(
+            router,
+            prompts,
+            schedule.trace,
+            arrivals,
+            schedule.sim,
+            options.replicas,
+            schedule.router_settings,
+            options.seed,
+        )
+        rows[router] = virtual.virtual_row(run, options.replicas)
+    extra["deployment"] = "virtual time, no Ray: N simulated engine cores (arena_virtual)"
+    extra["latency_unit"] = "simulated seconds"
+    return rows
+
+
+def ray_rows(
+    options: ArenaOptions, schedule: Schedule, on_status: Callable[[str], None]
+) -> dict[str, dict[str, Any]]:
+    """Every router in turn on one local Ray cluster, started and stopped here."""
     os.environ.update(METRICS_ENV)  # read by `ray start`
     _use_token_auth()
     if local.cluster_running(f"http://127.0.0.1:{local.DASHBOARD_PORT}"):
@@ -303,6 +352,4 @@ def run_arena(options: ArenaOptions, on_status: Callable[[str], None] = log.info
             rows[router] = measure_router(options, router, schedule, dashboard)
     finally:
         local.stop_cluster()
-    document = results.arena_document(rows, oracle, describe(options, schedule))
-    results.write_arena(options.out, document)
-    return document
+    return rows

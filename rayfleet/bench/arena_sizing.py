@@ -138,12 +138,17 @@ def check_prefix_sizing(sizing: PrefixSizing, max_fleet_share: float = 1.0) -> N
         )
 
 
-def default_params(workload: str, replicas: int, sim: SimParams) -> dict[str, Any]:
+def default_params(
+    workload: str, replicas: int, sim: SimParams, given: Mapping[str, Any] | None = None
+) -> dict[str, Any]:
+    """The arena's parameters, ``given`` ones winning; shared-prefix groups are sized for
+    the prefix length in effect unless given."""
     if workload not in FIXED_PARAMS:
         raise SizingError(f"unknown arena workload {workload!r}; choose from {WORKLOAD_NAMES}")
-    params = dict(FIXED_PARAMS[workload])
-    if workload == "shared-prefix":
-        params["num_groups"] = default_groups(replicas, sim, params["system_prompt_len"])
+    params = {**FIXED_PARAMS[workload], **(given or {})}
+    if workload == "shared-prefix" and "num_groups" not in params:
+        prefix_tokens = int(params["system_prompt_len"])
+        params["num_groups"] = default_groups(replicas, sim, prefix_tokens)
     return params
 
 
@@ -158,6 +163,22 @@ def prompt_ids(spec: RequestSpec, tokenizer: SimTokenizer) -> tuple[int, ...]:
 
 def trace_of(specs: Sequence[RequestSpec], tokenizer: SimTokenizer) -> list[TraceRequest]:
     return [TraceRequest("all", prompt_ids(s, tokenizer), s.max_tokens) for s in specs]
+
+
+def router_settings(
+    specs: Sequence[RequestSpec], trace: Sequence[TraceRequest], sim: SimParams
+) -> dict[str, Any]:
+    """RayFleet's approximate index sized like the engines: one character block per KV
+    block (the schedule's measured characters per token) and the engine's capacity."""
+    chars = sum(len(s.prompt or "".join(m["content"] for m in s.messages or ())) for s in specs)
+    tokens = sum(len(r.prompt_token_ids) for r in trace)
+    per_token = chars / tokens if tokens else 4.0
+    return {
+        "chars_per_token": round(per_token, 3),
+        "block_chars": max(16, round(sim.block_size * per_token)),
+        "block_tokens": sim.block_size,
+        "cache_capacity_blocks": sim.num_kv_blocks,
+    }
 
 
 def oracle(trace: Sequence[TraceRequest], sim: SimParams, replicas: int) -> float:

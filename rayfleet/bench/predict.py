@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -53,6 +53,9 @@ class Calibrated:
     params: SimParams
     lengths: list[tuple[int, int]]  # (prompt, output) tokens of the measured requests
     sources: list[str]  # RUN_ID#STAGE the fit used
+    # Measured over simulated p90 on the fitted stages: the step model fits mean times,
+    # while real p90s carry jitter (OS, proxy, stream batching) the simulator lacks.
+    tail: dict[str, float] = field(default_factory=dict)
 
 
 def stage_data(entry: RunEntry, points: Sequence[Point]) -> list[StageData]:
@@ -89,17 +92,69 @@ def engine_params(config: FleetConfig) -> SimParams:
 
 
 def calibrate(stages: Sequence[StageData], params: SimParams) -> Calibrated:
-    """Fit step costs on the stages' records (each stage keeps its own time base)."""
-    samples = [sample for stage in stages for sample in stage.samples]
+    """Fit step costs on the stages' records (each stage keeps its own time base).
+
+    A stage disturbed by something outside the engine (another process taking the
+    core for seconds) fits absurd costs and would skew one pooled fit, so stages whose
+    own fit puts a typical decode step more than ``OUTLIER_FACTOR`` off the median
+    stage's are left out of the pooled fit.
+    """
+    kept = _without_disturbed(stages, params.max_num_batched_tokens)
+    samples = [sample for stage in kept for sample in stage.samples]
     calibration = fit(samples, params.max_num_batched_tokens)
     lengths = [
         (r.input_tokens or r.expected_input_tokens or 1, r.output_tokens or r.max_tokens)
-        for stage in stages
+        for stage in kept
         for r in stage.records
         if r.ok
     ]
-    sources = [f"{s.run_id}#{s.stage}" for s in stages]
-    return Calibrated(calibration, calibration.apply(params), lengths, sources)
+    sources = [f"{s.run_id}#{s.stage}" for s in kept]
+    model = Calibrated(calibration, calibration.apply(params), lengths, sources)
+    return replace(model, tail=_tail_factors(model, kept))
+
+
+def _tail_factors(model: Calibrated, stages: Sequence[StageData]) -> dict[str, float]:
+    """Median of measured / simulated p90 TTFT and TPOT over the unsaturated fitted stages."""
+    ratios: dict[str, list[float]] = {"ttft_p90_s": [], "tpot_p90_s": []}
+    for stage in stages:
+        if stage.measured.saturated:
+            continue
+        simulated = simulate(model, 1, stage.rate, stage.duration_s)
+        for name, values in ratios.items():
+            want, got = getattr(stage.measured, name), simulated[name]
+            if want and got:
+                values.append(want / got)
+    return {name: float(np.median(values)) for name, values in ratios.items() if values}
+
+
+OUTLIER_FACTOR = 3.0
+_TYPICAL_BATCH = 4  # sequences, each with ~300 tokens of context
+
+
+def _typical_step_s(costs: Calibration) -> float:
+    batch = _TYPICAL_BATCH
+    return (
+        costs.step_base_s
+        + costs.decode_cost_per_seq * batch
+        + costs.decode_cost_per_ctx_token * batch * 300
+    )
+
+
+def _without_disturbed(stages: Sequence[StageData], batched_tokens: int) -> list[StageData]:
+    steps: dict[int, float] = {}
+    for index, stage in enumerate(stages):
+        try:
+            steps[index] = _typical_step_s(fit(stage.samples, batched_tokens))
+        except ValueError:
+            continue  # too few requests to judge this stage alone: keep it
+    if len(steps) < 3:
+        return list(stages)  # no majority to tell the odd one out
+    median = float(np.median(list(steps.values())))
+    return [
+        stage
+        for index, stage in enumerate(stages)
+        if index not in steps or median / OUTLIER_FACTOR <= steps[index] <= median * OUTLIER_FACTOR
+    ]
 
 
 def _requests(model: Calibrated, rate: float, duration_s: float, seed: int) -> list[SimRequest]:
@@ -154,14 +209,15 @@ def predicted_point(
     saturated = None
     if answered is not None and answered < MIN_ANSWERED * rate:
         saturated = f"predicted to answer {answered:.2f} of {rate:g} req/s"
+    ttft, tpot = got["ttft_p90_s"], got["tpot_p90_s"]
     return Point(
         config=config,
         load=rate,
         requests_per_s=got["requests_per_s"] or 0.0,
         input_tokens_per_s=got["input_tokens_per_s"] or 0.0,
         output_tokens_per_s=got["output_tokens_per_s"] or 0.0,
-        ttft_p90_s=got["ttft_p90_s"],
-        tpot_p90_s=got["tpot_p90_s"],
+        ttft_p90_s=None if ttft is None else ttft * model.tail.get("ttft_p90_s", 1.0),
+        tpot_p90_s=None if tpot is None else tpot * model.tail.get("tpot_p90_s", 1.0),
         saturated=saturated,
         source=f"simulator calibrated on {len(model.sources)} stages",
         predicted=True,
@@ -179,13 +235,19 @@ def relative_errors(predicted: Point, measured: Point) -> dict[str, float]:
     return errors
 
 
-def mean_errors(rows: Sequence[dict[str, float]]) -> dict[str, float]:
-    means: dict[str, float] = {"stages": float(len(rows))}
+def error_summary(rows: Sequence[dict[str, Any]]) -> dict[str, float]:
+    """Per metric, the median and the largest |relative error| over the rows.
+
+    The median is the typical error; the maximum shows the stage it failed worst on
+    (a disturbed measurement, or a rate near saturation where queues explode).
+    """
+    summary: dict[str, float] = {"stages": float(len(rows))}
     for name in METRICS:
         values = [row[name] for row in rows if name in row]
         if values:
-            means[name] = float(np.mean(values))
-    return means
+            summary[name] = float(np.median(values))
+            summary[f"{name}_max"] = float(np.max(values))
+    return summary
 
 
 def leave_one_out(stages: Sequence[StageData], params: SimParams) -> list[dict[str, Any]]:

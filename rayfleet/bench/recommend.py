@@ -5,7 +5,7 @@ Evidence per configuration, in order of preference:
 1. measured: the stored stage at the lowest offered rate ≥ the requested QPS. Latency
    rises with load, so a stage that meets the targets at a higher rate vouches for
    the requested one; a stage at (about) the requested rate that misses them rules
-   the configuration out.
+   the configuration out, and so does any measured stage below the rate that misses.
 2. predicted: otherwise, and for replica counts never measured, the simulator
    calibrated on the stored single-replica stages (``rayfleet.bench.predict``),
    marked as predicted, with its leave-one-out error.
@@ -19,7 +19,7 @@ from __future__ import annotations
 import json
 import statistics
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from rayfleet.bench import predict
@@ -73,11 +73,11 @@ class Predictor:
 
     @property
     def error(self) -> dict[str, float]:
-        return predict.mean_errors(self.held_out)
+        return predict.error_summary(self.held_out)
 
     @property
     def transfer_error(self) -> dict[str, float]:
-        return predict.mean_errors(self.transfer)
+        return predict.error_summary(self.transfer)
 
     def matches(self, config: FleetConfig) -> bool:
         """Same model, accelerator, router and workload, with one unified pool."""
@@ -152,10 +152,16 @@ def evidence_at(
         option = _option(first, targets, prices)
         if option.meets or first.load <= qps * (1 + SAME_RATE) or predictor is None:
             return option
+    below = [_option(p, targets, prices) for p in points if p.load <= qps]
+    failed = [o for o in below if not o.meets]
+    if failed:  # it already missed the targets at a lower measured rate
+        worst = max(failed, key=lambda o: o.point.load)
+        return replace(worst, note=f"misses the targets below {qps:g} req/s")
     if predictor is not None:
         return _option(predictor.point(points[0].config, qps), targets, prices)
-    highest = max(points, key=lambda p: p.load)
-    return _option(highest, targets, prices, f"not measured at {qps:g} req/s")
+    # Measured only below the rate and nothing to predict with: no evidence it holds.
+    highest = _option(max(points, key=lambda p: p.load), targets, prices)
+    return replace(highest, meets=False, note=f"not measured at {qps:g} req/s")
 
 
 def best_measured(points: Sequence[Point], targets: Targets, prices: PriceTable) -> Option:

@@ -18,8 +18,11 @@ from rayfleet.platform.spec import SpecError
 
 
 def _percent(error: dict[str, float] | None, metric: str) -> str:
-    value = (error or {}).get(metric)
-    return "–" if value is None else f"{value:.0%}"
+    """The median |relative error| and, in brackets, the largest."""
+    value, worst = (error or {}).get(metric), (error or {}).get(f"{metric}_max")
+    if value is None:
+        return "–"
+    return f"{value:.0%}" + (f" (max {worst:.0%})" if worst is not None else "")
 
 
 def _evidence(option: Option) -> str:
@@ -72,12 +75,12 @@ def options_table(result: Recommendation) -> Table:
 def errors_table(predictors: list[Predictor]) -> Table:
     table = Table(
         "calibrated on",
-        "held-out stages",
+        "leave-one-out stages",
         "TTFT p90 error",
         "TPOT p90 error",
         "out tok/s error",
         "other replica counts: stages, TTFT / TPOT / tok/s error",
-        title="simulator: leave-one-out error over stored stages (mean |pred - meas| / meas)",
+        title="simulator: held-out error, median (max) of |pred - meas| / meas",
     )
     for predictor in predictors:
         error = predictor.error

@@ -33,6 +33,7 @@ class AppArgs(BaseModel):
     engines: list[EngineArgs] = Field(min_length=1)
     api_key_env: str | None = None
     request_timeout_s: float = 600.0
+    ingress_replicas: int = Field(1, ge=1)
 
 
 def _local_source(source: str) -> str:
@@ -94,6 +95,7 @@ def build_app(args: dict[str, Any]) -> Application:
     ingress: Any = serve.deployment(
         ingress_class(),
         name="ingress",
+        num_replicas=parsed.ingress_replicas,
         max_ongoing_requests=1000,
         ray_actor_options={"num_cpus": 0},
     )

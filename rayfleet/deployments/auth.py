@@ -41,8 +41,22 @@ def check_bearer(expected: bytes | None, authorization: str | None) -> None:
         )
 
 
+class _IngressToken:
+    """The token of the ingress running in this process.
+
+    Serve serves a pickled copy of the FastAPI app, so the ingress can't reach the
+    served app's ``state`` from its constructor; this module is imported (not
+    copied) in the replica, so the dependency below sees what the constructor set.
+    """
+
+    value: bytes | None = None
+
+
+def set_ingress_token(token: bytes | None) -> None:
+    _IngressToken.value = token
+
+
 async def require_api_key(request: Request) -> None:
-    """FastAPI dependency; the ingress stores its token on ``app.state``."""
-    check_bearer(
-        getattr(request.app.state, "api_token", None), request.headers.get("authorization")
-    )
+    """FastAPI dependency: the app's own ``state.api_token`` if set, else the ingress's."""
+    expected = getattr(request.app.state, "api_token", None) or _IngressToken.value
+    check_bearer(expected, request.headers.get("authorization"))

@@ -31,7 +31,7 @@ from ray.llm._internal.serve.core.ingress.utils import (
 from starlette.exceptions import HTTPException
 from starlette.responses import JSONResponse, Response, StreamingResponse
 
-from rayfleet.deployments.auth import load_token, require_api_key
+from rayfleet.deployments.auth import load_token, require_api_key, set_ingress_token
 from rayfleet.deployments.errors import (
     check_messages,
     install_error_handlers,
@@ -110,7 +110,7 @@ class RayFleetIngress(OpenAiIngress):
         self._max_model_lens = max_model_lens
         self._timeout_s = answer_before_proxy(request_timeout_s)
         self._created = int(time.time())
-        app.state.api_token = load_token(api_key_env)
+        set_ingress_token(load_token(api_key_env))
 
     def _card(self, model_id: str) -> dict[str, Any]:
         return {

@@ -18,6 +18,7 @@ from ray.llm._internal.serve.core.server.llm_server import LLMServer
 
 from rayfleet.deployments import preflight
 from rayfleet.deployments.llm_config import ENV_CORE_OFFSET, ENV_CPUS_PER_ENGINE, ENV_EXPECT_TPU
+from rayfleet.deployments.routing_stats import engine_client, load_stats
 from rayfleet.deployments.streaming import leading_edge_batches
 from rayfleet.platform.tiny_model import ensure_tiny, tiny_path
 
@@ -50,6 +51,13 @@ def prepare_replica(llm_config: Any) -> Any:
 class RayFleetLLMServer(LLMServer):
     async def __init__(self, llm_config: Any, **kwargs: Any) -> None:  # type: ignore[misc]
         await super().__init__(prepare_replica(llm_config), **kwargs)
+
+    async def record_routing_stats(self) -> dict[str, Any]:
+        """The parent's stats (e.g. kv_event_metadata) plus the engine's load: num_running,
+        num_waiting, kv_cache_usage and reported_at (see routing_stats.py)."""
+        stats = dict(await super().record_routing_stats() or {})
+        stats.update(load_stats(engine_client(self.engine)))
+        return stats
 
     def _batch_output_stream(self, generator: AsyncGenerator[T, None]) -> Any:
         return leading_edge_batches(generator, self._get_batch_interval_ms() / 1000)

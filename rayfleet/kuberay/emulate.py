@@ -81,7 +81,7 @@ def start_cluster(nodes: list[NodeSpec], metrics_port: int) -> str:
     """The head (no engines: 0 CPUs, like the manifest's) and one raylet per node."""
     dashboard = local.start_head(0, metrics_port)
     for node in nodes:
-        env = {**auth_env(), "RAY_NODE_TYPE_NAME": node.group}
+        env = {**node.env, **auth_env(), "RAY_NODE_TYPE_NAME": node.group}
         result = local._run_ray(worker_args(node), env=env)
         if result.returncode != 0:
             tail = (result.stderr or result.stdout).strip().splitlines()[-10:]
@@ -90,25 +90,24 @@ def start_cluster(nodes: list[NodeSpec], metrics_port: int) -> str:
     return dashboard
 
 
-def use_cluster_token() -> None:
-    """Let this process's Ray state clients send the token `ray start --head` wrote.
+def ray_state(dashboard: str, resource: str) -> list[Any]:
+    """Ray's own state API (``nodes``, ``actors``), alive entries only.
 
-    Ray's CLI and ray.init do the same; without it the state API is refused.
+    The dashboard token is passed explicitly, as the local runtime does: Ray's SDK
+    decides once per process whether auth is on, before this process started Ray.
     """
-    from ray._private.authentication.authentication_token_setup import (
-        maybe_enable_token_auth_if_token_available,
-    )
+    from ray.util.state.api import StateApiClient
+    from ray.util.state.common import ListApiOptions, StateResource
 
-    maybe_enable_token_auth_if_token_available(warn_if_disabled=False)
+    client = StateApiClient(address=dashboard, headers=local.ray_auth_headers())
+    alive: list[Any] = [("state", "=", "ALIVE")]
+    options = ListApiOptions(limit=10000, filters=alive, detail=resource == "nodes")
+    return client.list(StateResource(resource), options=options, raise_on_missing_output=False)
 
 
 def node_labels(dashboard: str) -> dict[str, dict[str, str]]:
-    """node_id → Ray labels of the alive nodes, from Ray's own state API."""
-    from ray.util.state import list_nodes
-
-    use_cluster_token()
-    nodes = list_nodes(address=dashboard, filters=[("state", "=", "ALIVE")], detail=True)
-    return {n.node_id: dict(n.labels or {}) for n in nodes}
+    """node_id → Ray labels of the alive nodes."""
+    return {n.node_id: dict(n.labels or {}) for n in ray_state(dashboard, "nodes")}
 
 
 def _wait_for_nodes(dashboard: str, expected: int, timeout_s: float = 90) -> None:
@@ -130,10 +129,8 @@ def _wait_for_nodes(dashboard: str, expected: int, timeout_s: float = 90) -> Non
 
 def replica_groups(dashboard: str) -> dict[str, list[str]]:
     """Serve deployment → the node group of each live replica, from Ray's actor state."""
-    from ray.util.state import list_actors
-
     labels = node_labels(dashboard)
-    actors = list_actors(address=dashboard, filters=[("state", "=", "ALIVE")], limit=10000)
+    actors = ray_state(dashboard, "actors")
     placed: dict[str, list[str]] = {}
     for actor in actors:
         name = actor.name or ""
@@ -152,25 +149,51 @@ def _say_condition(ready: bool, reason: str, detail: str = "") -> None:
 
 
 def deploy_and_wait(
-    dashboard: str, serve_config: dict[str, Any], headers: dict[str, str], timeout_s: float
+    dashboard: str,
+    serve_config: dict[str, Any],
+    headers: dict[str, str],
+    timeout_s: float,
+    updating: bool = False,
 ) -> None:
-    """Deploy, then report KubeRay's Ready condition as it would move."""
+    """Deploy, then report KubeRay's Ready condition as it would move.
+
+    An in-place update keeps Ready=True (the old replicas serve until replaced),
+    so only the application's status is reported until the new config runs.
+    """
     app = serve_config["applications"][0]["name"]
     api = f"http://127.0.0.1:{serve_config.get('http_options', {}).get('port', 8000)}"
+    deployed_at = time.time()
     local.deploy(dashboard, serve_config)
     seen: list[str] = []
 
     def on_status(status: str) -> None:
-        if not seen or seen[-1] != status:
-            seen.append(status)
+        if seen and seen[-1] == status:
+            return
+        seen.append(status)
+        if updating:
+            console.print(f"application {app}: {status}")
+        else:
             _say_condition(False, "Initializing", f"application {app} is {status}")
 
     try:
+        if updating:
+            _wait_for_new_config(dashboard, app, deployed_at, timeout_s)
         local.wait_until_serving(dashboard, app, api, headers, timeout_s, on_status)
     except local.LocalRuntimeError as error:
         _say_condition(False, "InitializingTimeout", str(error))
         raise
     _say_condition(True, "NonZeroServeEndpoints", f"numServeEndpoints=1, serving at {api}/v1")
+
+
+def _wait_for_new_config(dashboard: str, app: str, deployed_at: float, timeout_s: float) -> None:
+    """Until Serve has taken the new config (else the old RUNNING status would pass)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        details = local.serve_details(dashboard).get("applications", {}).get(app, {})
+        if details.get("last_deployed_time_s", 0) >= deployed_at - 1:
+            return
+        time.sleep(0.5)
+    raise local.LocalRuntimeError(f"Serve did not take the new config of {app!r}")
 
 
 def _headers(serve_config: dict[str, Any]) -> dict[str, str]:
@@ -233,7 +256,7 @@ def update_in_place(
         console.print("the emulated cluster already has this shape; nothing to deploy")
         return
     console.print("emulated cluster already running: updating serveConfigV2 in place")
-    deploy_and_wait(dashboard, config, _headers(config), timeout_s)
+    deploy_and_wait(dashboard, config, _headers(config), timeout_s, updating=True)
 
 
 def emulate(

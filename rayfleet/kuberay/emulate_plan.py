@@ -60,6 +60,7 @@ class NodeSpec:
     resources: dict[str, float]
     num_gpus: int
     slice_hosts: int = 1  # numOfHosts: one engine replica spans this many hosts
+    env: dict[str, str] = field(default_factory=dict)  # the pod's plain env values
 
     def labels_arg(self) -> str:
         return ",".join(f"{k}={v}" for k, v in self.labels.items())
@@ -123,10 +124,21 @@ def scaled(count: int, scale: float, floor: int = 1) -> int:
     return max(floor, math.ceil(count * scale - 1e-9))
 
 
-def _limits(group: dict[str, Any]) -> dict[str, Any]:
+def _container(group: dict[str, Any]) -> dict[str, Any]:
     containers = group.get("template", {}).get("spec", {}).get("containers") or [{}]
-    limits: dict[str, Any] = containers[0].get("resources", {}).get("limits", {})
+    container: dict[str, Any] = containers[0]
+    return container
+
+
+def _limits(group: dict[str, Any]) -> dict[str, Any]:
+    limits: dict[str, Any] = _container(group).get("resources", {}).get("limits", {})
     return limits
+
+
+def _plain_env(group: dict[str, Any]) -> dict[str, str]:
+    """The container's literal env (Serve's settings); secret references stay behind."""
+    entries = _container(group).get("env") or []
+    return {e["name"]: str(e["value"]) for e in entries if "value" in e}
 
 
 def _group_node(group: dict[str, Any]) -> tuple[dict[str, str], dict[str, float], int]:
@@ -165,9 +177,11 @@ def node_plan(manifest: Manifest, scale: float, max_nodes: int) -> list[NodeSpec
     nodes: list[NodeSpec] = []
     for group, count in zip(groups, counts, strict=True):
         labels, resources, gpus = _group_node(group)
-        hosts = int(group.get("numOfHosts", 1))
+        hosts, env = int(group.get("numOfHosts", 1)), _plain_env(group)
         for _ in range(count):
-            nodes.append(NodeSpec(group["groupName"], len(nodes), labels, resources, gpus, hosts))
+            nodes.append(
+                NodeSpec(group["groupName"], len(nodes), labels, resources, gpus, hosts, env)
+            )
     return nodes
 
 

@@ -209,7 +209,10 @@ class Router(Strict):
     )
     # --- rayfleet policy: load ----------------------------------------------------
     saturation_tokens: int = Field(
-        8192,
+        # 8192 marked healthy replicas saturated: at 70% load a replica holds ~30
+        # decoding requests (~10k tokens) without queueing, and multi-turn hit rate
+        # halved (virtual arena, docs/benchmarks.md); past ~12k the results are flat.
+        16384,
         ge=1,
         description="In-flight token load (uncached prefill + expected decode) at which a "
         "replica stops being sticky.",
@@ -264,6 +267,9 @@ class Http(Strict):
     port: int = Field(8000, ge=1, le=65535)
     metrics_port: int = Field(8080, ge=1, le=65535, description="Prometheus metrics port.")
     request_timeout_s: float = Field(600, gt=0, description="Per-request end-to-end timeout.")
+    ingress_replicas: int = Field(
+        1, ge=1, description="OpenAI ingress replicas; one handles ~180 req/s on a 2-core host."
+    )
 
 
 class Auth(Strict):

@@ -10,6 +10,7 @@ from fixtures.profile_fixtures import CPU, CPU_COSTS, save_run, spec
 
 from rayfleet.bench import predict
 from rayfleet.bench.profiles import measured_points, rate_runs
+from rayfleet.bench.sim.calibrate import samples_from_records
 from rayfleet.bench.store import ProfileStore
 
 
@@ -45,7 +46,7 @@ def test_leave_one_out_predicts_held_out_stages_closely(cpu_store: ProfileStore)
     rows = predict.leave_one_out(stages, predict.engine_params(stages[0].measured.config))
     assert len(rows) == 3  # the saturated last stage is not scored
     assert all(row["predicted"].predicted for row in rows)
-    error = predict.mean_errors(rows)
+    error = predict.error_summary(rows)
     assert error["stages"] == 3
     assert error["tpot_p90_s"] < 0.15
     assert error["output_tokens_per_s"] < 0.15
@@ -60,7 +61,7 @@ def test_transfer_to_two_replicas_is_scored_against_their_measurements(
     two = [s.measured for s in _stages(cpu_store, "two")]
     rows = predict.transfer_errors(model, two, duration_s=10)
     assert [row["load"] for row in rows] == [2, 4, 8]
-    assert predict.mean_errors(rows)["tpot_p90_s"] < 0.2
+    assert predict.error_summary(rows)["tpot_p90_s"] < 0.2
 
 
 def test_more_replicas_lower_latency_and_overload_is_flagged(cpu_store: ProfileStore) -> None:
@@ -92,3 +93,18 @@ def test_relative_errors_are_against_the_measurement(cpu_store: ProfileStore) ->
     assert errors["ttft_p90_s"] == pytest.approx(0.5)
     assert errors["output_tokens_per_s"] == 0
     assert "tpot_p90_s" not in errors
+
+
+def test_one_disturbed_stage_does_not_skew_the_calibration(cpu_store: ProfileStore) -> None:
+    stages = _stages(cpu_store, "one")
+    # Something else took the core during stage 1: every decode ran 8 times slower.
+    slowed = [
+        replace(r, e2e_s=r.ttft_s + 8 * (r.e2e_s - r.ttft_s), chunk_s=[])
+        for r in stages[1].records
+        if r.ttft_s is not None and r.e2e_s is not None
+    ]
+    disturbed = replace(stages[1], records=slowed, samples=samples_from_records(slowed))
+    mixed = [stages[0], disturbed, *stages[2:]]
+    model = predict.calibrate(mixed, predict.engine_params(stages[0].measured.config))
+    truth = CPU_COSTS.decode_cost_per_seq
+    assert model.calibration.decode_cost_per_seq == pytest.approx(truth, rel=0.3)

@@ -162,3 +162,20 @@ def test_command_errors_name_the_problem(store: ProfileStore, tmp_path: Path) ->
     prices.write_text("per_hour: {gpu: 1}\n")
     unpriced = runner.invoke(app, [*base, "--prices", str(prices)], env={"COLUMNS": "250"})
     assert unpriced.exit_code == 2 and "no price for" in unpriced.output
+
+
+def test_a_rate_above_every_measurement_without_records_does_not_count(tmp_path: Path) -> None:
+    store = ProfileStore(tmp_path)
+    entry = save_run(store, "pd", spec(CPU, 0, pd=(1, 1)), CPU_COSTS, [1, 2])
+    (Path(entry.run_dir) / "requests.jsonl").unlink()
+    result = recommend(store, targets(qps=5, ttft_ms=1000, tpot_ms=1000), PRICES)
+    assert result.best is None
+    assert "not measured at 5 req/s" in result.options[0].note
+
+
+def test_a_miss_at_a_lower_measured_rate_overrides_a_prediction(store: ProfileStore) -> None:
+    # cpu ×2 misses TPOT p90 ≤ 30 ms at 12 req/s (measured); at 14 it is not measured.
+    result = recommend(store, targets(qps=14), PRICES)
+    two = next(o for o in result.options if o.config.label == "cpu unified ×2 pow2")
+    assert not two.meets and not two.point.predicted
+    assert "misses the targets below 14 req/s" in two.note

@@ -103,15 +103,23 @@ class FakeEngine:
 
 
 def ingress_client(
-    engine: FakeEngine, token: bytes | None = None, timeout_s: float = 600.0
+    engine: FakeEngine,
+    token: bytes | None = None,
+    timeout_s: float = 600.0,
+    api_key_env: str | None = None,
 ) -> TestClient:
-    """The real RayFleetIngress's handlers on a bare FastAPI app, with the fake engine."""
+    """The real RayFleetIngress's handlers on a bare FastAPI app, with the fake engine.
+
+    Like Serve, which serves a pickled copy of the ingress's FastAPI app, this app is
+    not the module's ``app``.
+    """
     ingress = RayFleetIngress(
         {MODEL: engine},
         {MODEL: None},
         model_roots={MODEL: None},
         max_model_lens={MODEL: 2048},
         request_timeout_s=timeout_s,
+        api_key_env=api_key_env,
     )
     app = FastAPI()
     install_error_handlers(app)

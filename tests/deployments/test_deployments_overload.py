@@ -113,3 +113,15 @@ def test_errors_are_counted_by_kind_and_status() -> None:
     assert client.post("/v1/completions", content=b"{", headers=headers).status_code == 400
     assert INGRESS_METRICS.errors[("invalid_json", 400)] == bad_json + 1
     assert client.get("/health", headers=headers).status_code == 200
+
+
+def test_token_from_the_spec_env_var_guards_every_route(monkeypatch) -> None:
+    monkeypatch.setenv("RAYFLEET_UNIT_KEY", "from-env")
+    client = ingress_client(FakeEngine(), api_key_env="RAYFLEET_UNIT_KEY")
+    for path in ("/health", "/v1/models"):
+        assert client.get(path).status_code == 401
+        assert client.get(path, headers={"Authorization": "Bearer from-env"}).status_code == 200
+    assert client.post("/v1/completions", json=BODY).status_code == 401
+    ok = client.post("/v1/completions", json=BODY, headers={"Authorization": "Bearer from-env"})
+    assert ok.status_code == 200
+    ingress_client(FakeEngine())  # an ingress without auth clears the token again

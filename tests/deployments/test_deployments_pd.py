@@ -231,3 +231,32 @@ def test_local_path_never_calls_prefill() -> None:
     chunks, seen, metrics = _run("local", _prefill_that("dies"))
     assert chunks == ["tok1", "tok2"]
     assert seen == [{"prompt": "p"}] and metrics.fallbacks == []
+
+
+# --- the app builder's checks (they run before anything is deployed) -----------------------
+
+
+def _split_engine_args() -> list[dict[str, Any]]:
+    app = render_serve_config(resolve(load_spec(EXAMPLES / "cpu-tiny-pd.yaml")))["applications"][0]
+    return app["args"]["engines"]
+
+
+def test_app_rejects_a_model_with_only_one_of_the_split_pools() -> None:
+    from rayfleet.deployments.app import build_app
+
+    prefill_only = [e for e in _split_engine_args() if e["role"] == "prefill"]
+    with pytest.raises(ValueError, match=r"has engines \['prefill'\]"):
+        build_app({"engines": prefill_only})
+
+
+def test_pd_deployments_need_kv_transfer_on_both_engines() -> None:
+    from rayfleet.deployments.pd import build_pd_deployments
+
+    configs = {e["role"]: LLMConfig.model_validate(e["llm_config"]) for e in _split_engine_args()}
+    del configs["prefill"].engine_kwargs["kv_transfer_config"]
+
+    def never_built(*args: Any, **kwargs: Any) -> Any:
+        raise AssertionError("nothing may be built from a broken pair")
+
+    with pytest.raises(ValueError, match="prefill engine of 'tiny-llama' has no kv_transfer"):
+        build_pd_deployments(configs["prefill"], configs["decode"], never_built)

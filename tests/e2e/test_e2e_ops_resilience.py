@@ -23,7 +23,7 @@ from typing import Any
 import httpx
 import psutil
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, Phase, given, settings
 from prometheus_client.parser import text_string_to_metric_families
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "deployments"))
@@ -154,6 +154,7 @@ FUZZ = settings(
     max_examples=260,
     deadline=None,
     derandomize=True,
+    phases=(Phase.explicit, Phase.generate),  # no shrinking: each case is a real request
     suppress_health_check=list(HealthCheck),
 )
 
@@ -315,18 +316,23 @@ def _load(url: str, stop: threading.Event, outcomes: Counter[str]) -> None:
 def _stream_once(url: str, ends: list[str]) -> None:
     body = {**LONG, "max_tokens": 1200, "stream": True}
     with httpx.stream("POST", f"{url}/v1/completions", json=body, headers=AUTH, timeout=120) as r:
+        if r.status_code != 200:
+            ends.append(f"status {r.status_code}")
+            return
         events = [line[6:] for line in r.iter_lines() if line.startswith("data: ")]
     last = json.loads(events[-2]) if len(events) > 1 else {}
-    ends.append("error" if "error" in last else "complete" if events[-1] == "[DONE]" else "cut")
+    done = bool(events) and events[-1] == "[DONE]"
+    ends.append("error" if "error" in last else "complete" if done else "cut")
 
 
 def test_killed_replica_loses_no_request_and_comes_back(ops_served: str) -> None:
     victim = replicas("engine")[0]
+    retries_before = metric_sum("ray_rayfleet_ingress_retries_total")
     stop = threading.Event()
     outcomes: Counter[str] = Counter()
     ends: list[str] = []
-    workers = [threading.Thread(target=_load, args=(ops_served, stop, outcomes)) for _ in range(6)]
-    streamers = [threading.Thread(target=_stream_once, args=(ops_served, ends)) for _ in range(4)]
+    workers = [threading.Thread(target=_load, args=(ops_served, stop, outcomes)) for _ in range(3)]
+    streamers = [threading.Thread(target=_stream_once, args=(ops_served, ends)) for _ in range(3)]
     for thread in (*workers, *streamers):
         thread.start()
     time.sleep(2)
@@ -338,9 +344,11 @@ def test_killed_replica_loses_no_request_and_comes_back(ops_served: str) -> None
     figure("non-streamed requests during kill", dict(outcomes))
     figure("stream endings", dict(Counter(ends)))
     figure("replica recovery s", recovered_s and round(recovered_s, 1))
+    resent = metric_sum("ray_rayfleet_ingress_retries_total") - retries_before
+    figure("re-sent after replica death (as exported so far)", resent)
     assert recovered_s is not None, "Serve did not bring the killed replica back"
     assert set(outcomes) == {"200"}, outcomes  # 0 lost: re-sent to the live replica
-    assert len(ends) == 4 and "cut" not in ends  # streams end cleanly, none hang
+    assert sorted(set(ends)) <= ["complete", "error"] and len(ends) == 3  # none cut or hung
     with httpx.Client(base_url=ops_served, headers=AUTH, timeout=60) as client:
         assert post(client, "completions", SHORT).status_code == 200
 
@@ -356,3 +364,17 @@ def test_ingress_errors_are_on_the_prometheus_endpoint() -> None:
         time.sleep(2)
     assert metric_sum("ray_rayfleet_ingress_errors_total", kind="overloaded", status="429") > 0
     assert metric_sum("ray_rayfleet_ingress_errors_total", kind="unauthorized", status="401") > 0
+
+
+def test_status_shows_live_pool_figures(ops_served: str) -> None:
+    status = subprocess.run(
+        [str(Path(sys.executable).parent / "rayfleet"), "status"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "COLUMNS": "200", "RAY_AUTH_MODE": "token"},
+    )
+    assert status.returncode == 0, status.stderr[-2000:]
+    print(status.stdout)
+    assert "Pools (live" in status.stdout and "tiny-llama-unified" in status.stdout
+    assert "overloaded 429" in status.stdout

@@ -9,7 +9,6 @@ storage; short ones must be prefilled on decode.
 from __future__ import annotations
 
 import random
-import re
 import shutil
 import subprocess
 import sys
@@ -20,8 +19,10 @@ from pathlib import Path
 import httpx
 import openai
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from rayfleet.deployments.pd_config import SHARED_STORAGE_ROOT
+from rayfleet.platform import local
 from rayfleet.platform.tiny_model import ensure_tiny
 
 pytestmark = pytest.mark.e2e
@@ -31,6 +32,7 @@ EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 MODEL = "tiny-llama"
 API = "http://127.0.0.1:8000/v1"
 METRICS = "http://127.0.0.1:8080/metrics"
+EXTERNAL_HITS = "ray_vllm_external_prefix_cache_hits_total"
 BLOCK = 128  # vLLM-CPU's block size; the shared-storage connector moves full blocks only
 
 
@@ -133,15 +135,35 @@ def test_pd_output_equals_unified_and_long_prompts_move_kv(cluster) -> None:
         "ray_rayfleet_pd_decisions_total", 'path="disaggregated"', 10
     )
     local = _metric_sum(text, "ray_rayfleet_pd_decisions_total", 'path="local"')
-    assert (disaggregated, local) == (10, 5), text[-2000:]
+    pd_lines = [line for line in text.splitlines() if "rayfleet_pd" in line]
+    assert (disaggregated, local) == (10, 5), pd_lines
     assert _metric_sum(text, "ray_rayfleet_pd_fallbacks_total") == 0
 
     # The shared-storage connector loads the full blocks of each prompt minus its last
-    # token; a request can never load more. Decode loading the sum of those maxima
-    # means every disaggregated request hit, on every block it could.
+    # token; a request can never load more. The decode engine loading the sum of those
+    # maxima means every disaggregated request hit, on every block it could.
     expected = sum((n - 1) // BLOCK * BLOCK for n in lengths)
-    hits, text = _wait_for_metric("ray_vllm_external_prefix_cache_hits_total", "decode", expected)
-    decode_lines = [
-        line for line in text.splitlines() if re.match(r"ray_vllm_external_prefix_cache_hits", line)
-    ]
-    assert hits == expected, decode_lines
+    decode_replicas = _replica_ids("tiny-llama-decode")
+    deadline = time.monotonic() + 90  # Ray exports metrics periodically
+    hits, series = 0.0, {}
+    while time.monotonic() < deadline and hits < expected:
+        series = _by_replica(httpx.get(METRICS, timeout=10).text, EXTERNAL_HITS)
+        hits = sum(v for rid, v in series.items() if rid in decode_replicas)
+        time.sleep(3)
+    assert hits == expected, (decode_replicas, series)
+
+
+def _replica_ids(deployment: str) -> set[str]:
+    details = local.serve_details("http://127.0.0.1:8265")
+    replicas = details["applications"]["rayfleet"]["deployments"][deployment]["replicas"]
+    return {r["replica_id"] for r in replicas}
+
+
+def _by_replica(text: str, name: str) -> dict[str, float]:
+    values: dict[str, float] = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == name:
+                rid = sample.labels.get("ReplicaId", "")
+                values[rid] = values.get(rid, 0.0) + sample.value
+    return values

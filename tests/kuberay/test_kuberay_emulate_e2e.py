@@ -22,7 +22,13 @@ import yaml
 
 from rayfleet.deployments.serve_config import render_serve_config
 from rayfleet.kuberay import render_rayservice
-from rayfleet.kuberay.emulate import NODE_GROUP_LABEL, use_cluster_token
+from rayfleet.kuberay.emulate import NODE_GROUP_LABEL, node_labels, ray_state
+from rayfleet.kuberay.emulate_plan import (
+    RewriteOptions,
+    load_manifest,
+    node_plan,
+    rewrite_serve_config,
+)
 from rayfleet.platform import local
 from rayfleet.platform.plan import Plan, resolve
 from rayfleet.platform.spec import load_spec
@@ -35,6 +41,8 @@ DASHBOARD = "http://127.0.0.1:8265"
 KEY = "emulate-e2e-key"
 ENV = {**os.environ, "RAYFLEET_API_KEY": KEY, "COLUMNS": "200"}
 HEADERS = {"Authorization": f"Bearer {KEY}"}
+SCALE, MAX_NODES = 0.5, 3
+EMULATE_ARGS = ("--scale", str(SCALE), "--max-nodes", str(MAX_NODES))
 # Two unified models on two GPU types: two worker groups, one engine each.
 TWO_GROUPS = {
     "name": "emulate-two-groups",
@@ -87,28 +95,26 @@ def write_manifest(plan: Plan, path: Path) -> dict[str, Any]:
     return resource
 
 
-def pd_serving_missing(plan: Plan) -> str | None:
-    """Why prefill/decode cannot be served by this tree's app builder, if it cannot."""
+def pd_serving_missing(manifest: Path) -> str | None:
+    """Why this tree's app builder cannot serve the emulated prefill/decode app, if so."""
     from rayfleet.deployments.app import build_app
 
+    parsed = load_manifest(manifest)
+    assert parsed.serve_config is not None
+    nodes = node_plan(parsed, SCALE, MAX_NODES)
+    rewritten = rewrite_serve_config(parsed.serve_config, nodes, RewriteOptions(scale=SCALE))
     try:
-        build_app(render_serve_config(plan)["applications"][0]["args"])
+        build_app(rewritten.serve_config["applications"][0]["args"])
     except ValueError as error:
-        if "does not serve yet" in str(error):
-            return f"prefill/decode serving is not available yet: {error}"
-        raise
+        return f"prefill/decode serving is not available in this tree: {error}"
     return None
 
 
-def spec_plan(request: pytest.FixtureRequest, tmp: Path) -> Plan:
-    if request.param == "two-groups":
+def spec_plan(name: str, tmp: Path) -> Plan:
+    if name == "two-groups":
         (tmp / "spec.yaml").write_text(yaml.safe_dump(TWO_GROUPS))
         return resolve(load_spec(tmp / "spec.yaml"))
-    plan = resolve(load_spec(Path(__file__).parents[2] / "examples/gpu-h100-pd-llama-70b.yaml"))
-    reason = pd_serving_missing(plan)
-    if reason:
-        pytest.skip(reason)
-    return plan
+    return resolve(load_spec(Path(__file__).parents[2] / "examples/gpu-h100-pd-llama-70b.yaml"))
 
 
 @pytest.fixture(scope="module", params=["two-groups", "gpu-h100-pd"])
@@ -116,9 +122,12 @@ def emulated(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Emulated]:
     tmp = tmp_path_factory.mktemp(request.param)
-    plan = spec_plan(request, tmp)
+    plan = spec_plan(request.param, tmp)
     manifest = tmp / "rayservice.yaml"
     resource = write_manifest(plan, manifest)
+    reason = pd_serving_missing(manifest) if request.param == "gpu-h100-pd" else None
+    if reason:
+        pytest.skip(reason)
     if _up():
         pytest.fail("a Ray cluster is already running on this machine; stop it first")
     try:
@@ -142,13 +151,9 @@ def _up() -> bool:
 
 def replicas_by_deployment() -> dict[str, list[dict[str, str]]]:
     """Serve deployment → labels of the node each live replica runs on (Ray's state)."""
-    from ray.util.state import list_actors, list_nodes
-
-    use_cluster_token()
-
-    nodes = {n.node_id: dict(n.labels or {}) for n in list_nodes(address=DASHBOARD, detail=True)}
+    nodes = node_labels(DASHBOARD)
     placed: dict[str, list[dict[str, str]]] = {}
-    for actor in list_actors(address=DASHBOARD, filters=[("state", "=", "ALIVE")], limit=10000):
+    for actor in ray_state(DASHBOARD, "actors"):
         if (actor.name or "").startswith("SERVE_REPLICA::"):
             deployment = actor.name.split("::", 1)[1].split("#")[1]
             placed.setdefault(deployment, []).append(nodes[actor.node_id])
@@ -234,7 +239,7 @@ def test_changed_serve_config_updates_in_place_under_load(emulated):
     changed = changed_manifest(emulated, max_ongoing=7)
     nodes_before = {n for d in replicas_by_deployment().values() for n in map(str, d)}
     with Load([m.id for m in emulated.plan.spec.models]) as load:
-        result = rayfleet("emulate", str(changed), "--scale", "0.5", "--max-nodes", "3")
+        result = rayfleet("emulate", str(changed), *EMULATE_ARGS)
     print(result.stdout[-3000:], result.stderr[-2000:])
     assert result.returncode == 0, result.stderr[-3000:]
     assert "updating serveConfigV2 in place" in result.stdout

@@ -49,6 +49,8 @@ def test_pd_manifest_gives_one_raylet_per_group_with_its_labels_and_gpus(example
         assert node.labels[GROUP_LABEL] == node.group
         assert node.labels["ray.io/accelerator-type"] == "H100"
         assert node.num_gpus == 4
+        assert node.env["RAY_SERVE_ENABLE_HA_PROXY"] == "1"  # the pod's Serve settings
+        assert "HF_TOKEN" not in node.env  # secretKeyRefs are not resolved here
 
 
 def test_multi_host_tpu_slice_gives_a_raylet_per_host_with_its_chips(examples_dir):

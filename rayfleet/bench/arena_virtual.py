@@ -1,0 +1,162 @@
+"""``--engine virtual``: the arena's fleet in virtual time, without Ray or HTTP.
+
+N ``SimEngineCore``s serve the arena's schedule (the same requests, Poisson arrivals
+with the same seed, at the simulated rate). At each arrival every engine is advanced to
+that time, then a policy picks the replica:
+
+- ``pow2``: two random replicas, the one with fewer requests in flight (Ray Serve's
+  default, with its queue-length probe replaced by the exact count);
+- ``rayfleet``: RayFleet's router core (``CacheAwareRouter``) with the spec's settings,
+  told of every routing and completion as the Serve adapter would.
+
+Ray's PrefixCacheAffinityRouter needs its tree actor and is not simulated. Times are
+simulated seconds. Exact and fast: a check of the policies, and of the arena's sizing,
+when the machine cannot run the real thing.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from rayfleet.bench.sim.engine import SimEngineCore, SimRequest
+from rayfleet.bench.sim.offline import TraceRequest
+from rayfleet.bench.sim.params import SimParams
+from rayfleet.platform.spec import Router
+from rayfleet.router.core import CacheAwareRouter
+from rayfleet.router.prompt import PromptInput
+
+VIRTUAL_ROUTERS = ("pow2", "rayfleet")
+
+
+@dataclass(frozen=True)
+class VirtualRun:
+    served: list[SimRequest]  # with their engine timings, in sending order
+    hits: int  # prefix-cache hit tokens, all engines
+    queries: list[int]  # prompt tokens per replica
+
+
+def poisson_arrivals(count: int, rate: float, seed: int) -> list[float]:
+    rng = random.Random(seed)
+    times, now = [], 0.0
+    for _ in range(count):
+        now += rng.expovariate(rate)
+        times.append(now)
+    return times
+
+
+class _Fleet:
+    def __init__(self, sim: SimParams, replicas: int, router: CacheAwareRouter | None) -> None:
+        self.cores = [SimEngineCore(sim) for _ in range(replicas)]
+        self.clocks = [0.0] * replicas
+        self.inflight = [0] * replicas
+        self.router = router
+
+    def advance(self, until: float) -> None:
+        for replica, core in enumerate(self.cores):
+            while core.has_work and self.clocks[replica] < until:
+                plan = core.begin_step(self.clocks[replica])
+                if plan is None:
+                    break
+                for event in core.finish_step(plan):
+                    if event.finished:
+                        self._completed(replica, event.request.request_id)
+                self.clocks[replica] = plan.end_s
+            if not core.has_work:
+                self.clocks[replica] = max(self.clocks[replica], until)
+
+    def _completed(self, replica: int, request_id: str) -> None:
+        self.inflight[replica] -= 1
+        if self.router is not None:
+            self.router.on_completed(request_id, replica)
+
+    def add(self, replica: int, request: SimRequest) -> None:
+        self.cores[replica].add(request)
+        self.inflight[replica] += 1
+
+
+def _text(prompt: str | None, messages: Sequence[dict[str, str]] | None) -> str:
+    return prompt if prompt is not None else "".join(m["content"] for m in messages or ())
+
+
+def run_policy(
+    policy: str,
+    prompts: Sequence[tuple[str | None, Sequence[dict[str, str]] | None]],
+    trace: Sequence[TraceRequest],
+    arrivals: Sequence[float],
+    sim: SimParams,
+    replicas: int,
+    settings: dict[str, Any],
+    seed: int = 0,
+) -> VirtualRun:
+    """Serve the schedule with ``policy``."""
+    if policy not in VIRTUAL_ROUTERS:
+        raise ValueError(f"the virtual engine runs {', '.join(VIRTUAL_ROUTERS)}, not {policy!r}")
+    router = None
+    if policy == "rayfleet":
+        router = CacheAwareRouter(Router.model_validate({**settings, "policy": "rayfleet"}))
+        router.sync_replicas(dict.fromkeys(range(replicas)))
+    fleet = _Fleet(sim, replicas, router)
+    candidates = tuple(range(replicas))
+    rng = random.Random(seed)
+    served = []
+    for index, ((prompt, messages), request, at) in enumerate(
+        zip(prompts, trace, arrivals, strict=True)
+    ):
+        fleet.advance(at)
+        request_id = f"v{index}"
+        if router is None:
+            a, b = rng.sample(candidates, 2) if replicas > 1 else (0, 0)
+            chosen = a if fleet.inflight[a] <= fleet.inflight[b] else b
+        else:
+            text = PromptInput(text=_text(prompt, messages), max_tokens=request.output_tokens)
+            prepared = router.prepare(text, request_id)
+            picked = router.choose(candidates, prepared, fleet.inflight.__getitem__).chosen
+            chosen = picked if isinstance(picked, int) else 0
+            router.on_routed(request_id, chosen)
+        sim_request = SimRequest(
+            request_id, request.prompt_token_ids, request.output_tokens, arrival_s=at
+        )
+        fleet.add(chosen, sim_request)
+        served.append(sim_request)
+    fleet.advance(float("inf"))
+    hits = sum(core.prefix_cache_hits for core in fleet.cores)
+    return VirtualRun(served, hits, [core.prefix_cache_queries for core in fleet.cores])
+
+
+def virtual_row(run: VirtualRun, replicas: int) -> dict[str, Any]:
+    """The arena row of a virtual run (simulated seconds)."""
+    served, hits, queries = run.served, run.hits, run.queries
+    ttft = [r.first_token_s - r.arrival_s for r in served if r.first_token_s is not None]
+    tpot = [
+        (r.token_times[-1] - r.token_times[0]) / (len(r.token_times) - 1)
+        for r in served
+        if len(r.token_times) > 1
+    ]
+    e2e = [r.finished_s - r.arrival_s for r in served if r.finished_s is not None]
+    span = max(r.finished_s or 0.0 for r in served) - min(r.arrival_s for r in served)
+    tokens = sum(len(r.output_token_ids) for r in served)
+
+    def pct(values: list[float], q: float) -> float | None:
+        return float(np.percentile(values, q)) if values else None
+
+    total = sum(queries)
+    return {
+        "ttft_p50": pct(ttft, 50),
+        "ttft_p90": pct(ttft, 90),
+        "ttft_p99": pct(ttft, 99),
+        "tpot_p50": pct(tpot, 50),
+        "tpot_p99": pct(tpot, 99),
+        "e2e_p99": pct(e2e, 99),
+        "output_tok_s": tokens / span if span > 0 else None,
+        "prefix_hit_rate": hits / total if total else None,
+        "max_over_mean_load": max(queries) / (total / replicas) if total else None,
+        "load_unit": "prompt tokens per replica (engine prefix-cache queries)",
+        "prompt_tokens_per_replica": sorted(queries, reverse=True),
+        "requests_ok": len(served),
+        "requests_failed": 0,
+    }
