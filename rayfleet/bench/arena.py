@@ -273,20 +273,6 @@ def describe(options: ArenaOptions, schedule: Schedule) -> dict[str, Any]:
     return extra
 
 
-def _use_token_auth() -> None:
-    """Talk to the cluster with the token ``ray start --head`` writes (Ray 2.60's default).
-
-    Ray reads RAY_AUTH_MODE once, when ``ray`` is imported, which the CLI did long ago;
-    re-read its config so this process's dashboard client sends the token.
-    """
-    from ray._private.authentication.authentication_utils import is_token_auth_enabled
-    from ray._raylet import Config  # type: ignore[attr-defined]
-
-    os.environ["RAY_AUTH_MODE"] = "token"
-    if not is_token_auth_enabled():
-        Config.initialize("")
-
-
 def run_arena(options: ArenaOptions, on_status: Callable[[str], None] = log.info) -> dict:
     """Run every router in turn; writes and returns arena.json's content."""
     maker = TextMaker(load_tokenizer(ensure_tiny()))
@@ -340,7 +326,6 @@ def ray_rows(
 ) -> dict[str, dict[str, Any]]:
     """Every router in turn on one local Ray cluster, started and stopped here."""
     os.environ.update(METRICS_ENV)  # read by `ray start`
-    _use_token_auth()
     if local.cluster_running(f"http://127.0.0.1:{local.DASHBOARD_PORT}"):
         raise local.LocalRuntimeError("a Ray cluster is already running here; stop it first")
     on_status(f"starting Ray; {len(schedule.specs)} requests at {schedule.load.wall_rate:.2f}/s")

@@ -31,7 +31,7 @@ def _cpu_backend(acc: CpuAccelerator, engine: Engine) -> dict[str, Any]:
         "placement_group_config": {"bundles": [{"CPU": acc.cpus}], "strategy": "PACK"},
         "engine_kwargs": {"dtype": "float32", "enforce_eager": True},
         "env_vars": {
-            "VLLM_CPU_KVCACHE_SPACE": f"{acc.kv_cache_gib:g}",
+            "VLLM_CPU_KVCACHE_SPACE": str(acc.kv_cache_gib),
             ENV_CORE_OFFSET: str(engine.cpu_core_offset),
             ENV_CPUS_PER_ENGINE: str(acc.cpus),
         },

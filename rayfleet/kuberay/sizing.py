@@ -84,7 +84,7 @@ def _cpu_shape(engines: list[Engine]) -> HostShape:
     """One CPU worker pod holds one engine replica; size it for the largest engine."""
     accs = [e.pool.accelerator for e in engines if isinstance(e.pool.accelerator, CpuAccelerator)]
     cpus = max((a.cpus for a in accs), default=1) + CPU_ENGINE_OVERHEAD_CPUS
-    kv_gib = max((a.kv_cache_gib for a in accs), default=1.0)
+    kv_gib = max((a.kv_cache_gib for a in accs), default=1)
     return HostShape(cpus, math.ceil(kv_gib + CPU_ENGINE_OVERHEAD_GIB), {})
 
 

@@ -29,8 +29,8 @@ class Strict(BaseModel):
 class CpuAccelerator(Strict):
     kind: Literal["cpu"] = "cpu"
     cpus: int = Field(1, ge=1, description="CPU cores given to each engine replica.")
-    kv_cache_gib: float = Field(
-        1.0, gt=0, description="KV-cache size per engine in GiB (VLLM_CPU_KVCACHE_SPACE)."
+    kv_cache_gib: int = Field(
+        1, ge=1, description="KV-cache GiB per engine (VLLM_CPU_KVCACHE_SPACE, whole GiB only)."
     )
 
 

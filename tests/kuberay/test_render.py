@@ -259,7 +259,7 @@ def test_cpu_workers_are_sized_for_their_engines() -> None:
                 "id": "tiny",
                 "pools": {
                     "unified": {
-                        "accelerator": {"kind": "cpu", "cpus": 3, "kv_cache_gib": 2.5},
+                        "accelerator": {"kind": "cpu", "cpus": 3, "kv_cache_gib": 3},
                         "autoscaling": {"min_replicas": 0, "max_replicas": 3},
                     }
                 },

@@ -111,3 +111,10 @@ def test_digest_is_stable_and_content_sensitive():
     a = parse_spec(minimal())
     assert a.digest() == parse_spec(minimal()).digest()
     assert a.digest() != parse_spec(minimal(name="other")).digest()
+
+
+def test_cpu_kv_cache_is_whole_gib():
+    # vLLM-CPU reads VLLM_CPU_KVCACHE_SPACE as an integer and fails at engine start otherwise.
+    acc = {"kind": "cpu", "kv_cache_gib": 0.5}
+    with pytest.raises(SpecError, match="kv_cache_gib"):
+        parse_spec(minimal(models=[{"id": "m", "pools": {"unified": {"accelerator": acc}}}]))
