@@ -12,6 +12,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from rayfleet.bench.cli import DataDir
 from rayfleet.bench.costs import PriceError, PriceTable, load_prices
 from rayfleet.bench.profiles import FleetConfig, Point, measured_points, rate_runs
 from rayfleet.bench.report import fmt_ms
@@ -23,12 +24,6 @@ profiles_app = typer.Typer(
 )
 console = Console()
 
-DataDir = Annotated[
-    Path | None,
-    typer.Option(
-        envvar="RAYFLEET_DATA_DIR", help="Profile store (default: ~/.local/share/rayfleet)."
-    ),
-]
 Prices = Annotated[
     Path | None, typer.Option(help="Price table YAML (default: the packaged examples).")
 ]

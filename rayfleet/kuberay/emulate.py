@@ -12,8 +12,6 @@ update, as KubeRay does when only serveConfigV2 changes).
 from __future__ import annotations
 
 import os
-import signal
-import sys
 import time
 from pathlib import Path
 from typing import Annotated, Any
@@ -314,15 +312,12 @@ def _start_and_serve(
         console.print("detached; `rayfleet down` stops it")
         return
     console.print("Ctrl-C stops the emulated cluster")
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
-    try:
-        while True:
-            time.sleep(3600)
-    except (KeyboardInterrupt, SystemExit):
-        pass
-    finally:
+
+    def stop() -> None:
         console.print("stopping…")
         _stop()
+
+    local.hold_until_interrupted(stop)
 
 
 def _print_placement(dashboard: str) -> None:

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import os
-import signal
-import sys
 import time
 from pathlib import Path
 from typing import Annotated, Any
@@ -177,15 +175,12 @@ def up(
         console.print("detached; `rayfleet down` stops it")
         return
     console.print("Ctrl-C stops everything")
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
-    try:
-        while True:
-            time.sleep(3600)
-    except (KeyboardInterrupt, SystemExit):
-        pass
-    finally:
+
+    def stop() -> None:
         console.print("stopping…")
         _teardown(state)
+
+    local.hold_until_interrupted(stop)
 
 
 @app.command()

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -209,3 +210,15 @@ def wait_until_serving(
                 pass
         time.sleep(1.0)
     raise LocalRuntimeError(f"application {app_name!r} was not serving after {timeout_s:.0f} s")
+
+
+def hold_until_interrupted(stop: Callable[[], None]) -> None:
+    """Block in the foreground until Ctrl-C or SIGTERM, then run ``stop``."""
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    try:
+        while True:
+            time.sleep(3600)
+    except (KeyboardInterrupt, SystemExit):
+        pass
+    finally:
+        stop()
