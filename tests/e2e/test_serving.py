@@ -135,6 +135,9 @@ def test_still_serving_after_errors(client: openai.OpenAI) -> None:
     assert result.usage is not None and result.usage.completion_tokens == 4
 
 
+@pytest.mark.xfail(
+    strict=False, reason="vLLM prefix-cache series missing within 60 s in clean-clone CI; #7"
+)
 def test_engine_metrics_on_prometheus_endpoint(served: str, client: openai.OpenAI) -> None:
     client.completions.create(model=MODEL, prompt="metrics please", max_tokens=2)
     deadline = time.monotonic() + 60  # Ray exports metrics periodically
