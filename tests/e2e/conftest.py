@@ -49,7 +49,7 @@ def dashboard_up() -> bool:
         return False
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def served() -> Iterator[str]:
     """`rayfleet up` in the foreground, as `make run` starts it; Ctrl-C (SIGINT) at the end."""
     if dashboard_up():

@@ -33,8 +33,9 @@ from rayfleet.platform import local
 from rayfleet.platform.plan import Plan, resolve
 from rayfleet.platform.spec import load_spec
 
-# Not run until it is diagnosed: in the clean-clone CI run of 2026-11-28 every case
-# errored at setup and the pytest process ended without its summary (issue 6 note).
+# Not run until verified: in the clean-clone CI run of 2026-11-28 every case errored at
+# setup, most likely because the `served` fixture was session-scoped and its cluster was
+# still up (it is module-scoped now). See the issue 6 note.
 pytestmark = [
     pytest.mark.e2e,
     pytest.mark.skip(reason="emulation e2e errored at setup in clean-clone CI; see issue 6"),
