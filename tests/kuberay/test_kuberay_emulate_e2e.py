@@ -23,23 +23,11 @@ import yaml
 from rayfleet.deployments.serve_config import render_serve_config
 from rayfleet.kuberay import render_rayservice
 from rayfleet.kuberay.emulate import NODE_GROUP_LABEL, node_labels, ray_state
-from rayfleet.kuberay.emulate_plan import (
-    RewriteOptions,
-    load_manifest,
-    node_plan,
-    rewrite_serve_config,
-)
 from rayfleet.platform import local
 from rayfleet.platform.plan import Plan, resolve
 from rayfleet.platform.spec import load_spec
 
-# Not run until verified: in the clean-clone CI run of 2026-11-28 every case errored at
-# setup, most likely because the `served` fixture was session-scoped and its cluster was
-# still up (it is module-scoped now). See the issue 6 note.
-pytestmark = [
-    pytest.mark.e2e,
-    pytest.mark.skip(reason="emulation e2e errored at setup in clean-clone CI; see issue 6"),
-]
+pytestmark = pytest.mark.e2e
 
 BIN = Path(sys.executable).parent
 API = "http://127.0.0.1:8000"
@@ -101,21 +89,6 @@ def write_manifest(plan: Plan, path: Path) -> dict[str, Any]:
     return resource
 
 
-def pd_serving_missing(manifest: Path) -> str | None:
-    """Why this tree's app builder cannot serve the emulated prefill/decode app, if so."""
-    from rayfleet.deployments.app import build_app
-
-    parsed = load_manifest(manifest)
-    assert parsed.serve_config is not None
-    nodes = node_plan(parsed, SCALE, MAX_NODES)
-    rewritten = rewrite_serve_config(parsed.serve_config, nodes, RewriteOptions(scale=SCALE))
-    try:
-        build_app(rewritten.serve_config["applications"][0]["args"])
-    except ValueError as error:
-        return f"prefill/decode serving is not available in this tree: {error}"
-    return None
-
-
 def spec_plan(name: str, tmp: Path) -> Plan:
     if name == "two-groups":
         (tmp / "spec.yaml").write_text(yaml.safe_dump(TWO_GROUPS))
@@ -131,16 +104,11 @@ def emulated(
     plan = spec_plan(request.param, tmp)
     manifest = tmp / "rayservice.yaml"
     resource = write_manifest(plan, manifest)
-    reason = pd_serving_missing(manifest) if request.param == "gpu-h100-pd" else None
-    if reason:
-        pytest.skip(reason)
     if _up():
         pytest.fail("a Ray cluster is already running on this machine; stop it first")
     try:
         # --scale 0.5 scales the PD example's autoscaling bounds down (decode max 4 → 2).
-        result = rayfleet(
-            "emulate", str(manifest), "--scale", "0.5", "--max-nodes", "3", "--detach"
-        )
+        result = rayfleet("emulate", str(manifest), *EMULATE_ARGS, "--detach")
         print(result.stdout[-4000:], result.stderr[-3000:])
         assert result.returncode == 0, result.stderr[-3000:]
         yield Emulated(plan, manifest, result.stdout, resource)
@@ -164,6 +132,11 @@ def replicas_by_deployment() -> dict[str, list[dict[str, str]]]:
             deployment = actor.name.split("::", 1)[1].split("#")[1]
             placed.setdefault(deployment, []).append(nodes[actor.node_id])
     return placed
+
+
+def node_ids() -> set[str]:
+    """Ray node ids that host a live Serve replica."""
+    return {labels["ray.io/node-id"] for d in replicas_by_deployment().values() for labels in d}
 
 
 def test_emulate_reports_ready_and_its_substitutions(emulated):
@@ -243,7 +216,7 @@ def changed_manifest(emulated: Emulated, max_ongoing: int) -> Path:
 
 def test_changed_serve_config_updates_in_place_under_load(emulated):
     changed = changed_manifest(emulated, max_ongoing=7)
-    nodes_before = {n for d in replicas_by_deployment().values() for n in map(str, d)}
+    nodes_before = node_ids()
     with Load([m.id for m in emulated.plan.spec.models]) as load:
         result = rayfleet("emulate", str(changed), *EMULATE_ARGS)
     print(result.stdout[-3000:], result.stderr[-2000:])
@@ -258,5 +231,5 @@ def test_changed_serve_config_updates_in_place_under_load(emulated):
     app = details["applications"][emulated.plan.spec.name]
     target = app["deployments"][emulated.plan.engines[0].deployment_name]
     assert target["deployment_config"]["max_ongoing_requests"] == 7
-    nodes_after = {n for d in replicas_by_deployment().values() for n in map(str, d)}
+    nodes_after = node_ids()
     assert nodes_after == nodes_before  # the same cluster: nothing was rebuilt
