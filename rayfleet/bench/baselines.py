@@ -19,8 +19,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import httpx
-
 from rayfleet.deployments.serve_config import render_serve_config
 from rayfleet.platform import local
 from rayfleet.platform.plan import Plan
@@ -46,20 +44,6 @@ def _engine(plan: Plan) -> dict[str, Any]:
         str(ensure_tiny()) if source == EMBEDDED_TINY else source
     )
     return dict(config)
-
-
-def _wait_models(url: str, timeout_s: float, proc: subprocess.Popen | None = None) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if proc is not None and proc.poll() is not None:
-            raise RuntimeError(f"server exited with code {proc.returncode} during start-up")
-        try:
-            if httpx.get(f"{url}/v1/models", timeout=5).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.5)
-    raise TimeoutError(f"{url} did not answer /v1/models within {timeout_s:.0f} s")
 
 
 def vllm_cli_args(config: dict[str, Any]) -> list[str]:
@@ -104,7 +88,7 @@ def launch_bare_vllm(config: dict[str, Any], log: Path) -> Launched:
             proc.kill()
 
     try:
-        _wait_models(url, 600, proc)
+        local.wait_for_answer(f"{url}/v1/models", 600, proc, poll_s=0.5)
     except Exception:
         stop()
         raise

@@ -187,6 +187,30 @@ def serve_details(dashboard_url: str) -> dict[str, Any]:
     return details
 
 
+def answers(url: str, headers: dict[str, str] | None = None) -> bool:
+    """Whether a GET of ``url`` returns 200 now."""
+    try:
+        return httpx.get(url, headers=headers, timeout=5).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def wait_for_answer(
+    url: str, timeout_s: float, proc: subprocess.Popen | None = None, poll_s: float = 1.0
+) -> None:
+    """Block until ``url`` answers 200; fail early if the server process ``proc`` exits."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise LocalRuntimeError(
+                f"server exited with code {proc.returncode} before {url} answered"
+            )
+        if answers(url):
+            return
+        time.sleep(poll_s)
+    raise LocalRuntimeError(f"{url} did not answer within {timeout_s:.0f} s")
+
+
 def wait_until_serving(
     dashboard_url: str,
     app_name: str,
@@ -202,12 +226,8 @@ def wait_until_serving(
         on_status(status)
         if status == "DEPLOY_FAILED":
             raise LocalRuntimeError(f"application {app_name!r} failed to deploy:\n{message}")
-        if status == "RUNNING":
-            try:
-                if httpx.get(f"{api_url}/v1/models", headers=headers, timeout=5).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
+        if status == "RUNNING" and answers(f"{api_url}/v1/models", headers):
+            return
         time.sleep(1.0)
     raise LocalRuntimeError(f"application {app_name!r} was not serving after {timeout_s:.0f} s")
 

@@ -6,31 +6,17 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import psutil
 import pytest
+
+from rayfleet.platform import local
 
 BIN = Path(sys.executable).parent
 API = "http://127.0.0.1:8000"
 DASHBOARD = "http://127.0.0.1:8265"
-
-
-def wait_for(url: str, timeout_s: float, proc: subprocess.Popen | None = None) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if proc is not None and proc.poll() is not None:
-            raise RuntimeError(f"process exited with {proc.returncode} before {url} answered")
-        try:
-            if httpx.get(url, timeout=5).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(2)
-    raise TimeoutError(f"{url} did not answer within {timeout_s} s")
 
 
 def leftover_engines() -> list[int]:
@@ -42,17 +28,10 @@ def leftover_engines() -> list[int]:
     return found
 
 
-def dashboard_up() -> bool:
-    try:
-        return httpx.get(f"{DASHBOARD}/api/version", timeout=3).status_code == 200
-    except httpx.HTTPError:
-        return False
-
-
 @pytest.fixture(scope="module")
 def served() -> Iterator[str]:
     """`rayfleet up` in the foreground, as `make run` starts it; Ctrl-C (SIGINT) at the end."""
-    if dashboard_up():
+    if local.cluster_running(DASHBOARD):
         pytest.fail("a Ray cluster is already running on this machine; stop it first")
     proc = subprocess.Popen(
         [str(BIN / "rayfleet"), "up"],
@@ -62,7 +41,7 @@ def served() -> Iterator[str]:
         env={**os.environ, "COLUMNS": "200"},
     )
     try:
-        wait_for(f"{API}/v1/models", 900, proc)
+        local.wait_for_answer(f"{API}/v1/models", 900, proc)
         yield API
     finally:
         proc.send_signal(signal.SIGINT)
@@ -80,7 +59,7 @@ def served() -> Iterator[str]:
 def ops_served(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory):
     """`rayfleet up --detach` with the module's ``OPS_SPEC`` (YAML) and ``OPS_ENV``;
     `rayfleet down` afterwards. Yields the API URL."""
-    if dashboard_up():
+    if local.cluster_running(DASHBOARD):
         pytest.fail("a Ray cluster is already running on this machine; stop it first")
     spec = tmp_path_factory.mktemp("ops") / "spec.yaml"
     spec.write_text(request.module.OPS_SPEC)

@@ -325,7 +325,6 @@ def _stream_once(url: str, ends: list[str]) -> None:
     ends.append("error" if "error" in last else "complete" if done else "cut")
 
 
-@pytest.mark.xfail(strict=False, reason="failed in clean-clone CI 2026-11-28; see issue 7")
 def test_killed_replica_loses_no_request_and_comes_back(ops_served: str) -> None:
     victim = replicas("engine")[0]
     retries_before = metric_sum("ray_rayfleet_ingress_retries_total")

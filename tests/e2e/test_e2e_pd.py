@@ -72,7 +72,7 @@ def _serve_all(prompts: list[tuple[str, bool]]) -> list[str]:
 
 @pytest.fixture
 def cluster() -> Iterator[object]:
-    if _dashboard_up():
+    if local.cluster_running("http://127.0.0.1:8265"):
         pytest.fail("a Ray cluster is already running on this machine; stop it first")
 
     def up(spec: str) -> None:
@@ -86,13 +86,6 @@ def cluster() -> Iterator[object]:
         yield up
     finally:
         subprocess.run([str(BIN / "rayfleet"), "down"], capture_output=True, timeout=300)
-
-
-def _dashboard_up() -> bool:
-    try:
-        return httpx.get("http://127.0.0.1:8265/api/version", timeout=3).status_code == 200
-    except httpx.HTTPError:
-        return False
 
 
 def _metric_sum(text: str, name: str, must_contain: str = "") -> float:
@@ -115,9 +108,6 @@ def _wait_for_metric(name: str, must_contain: str, at_least: float) -> tuple[flo
     return value, text
 
 
-@pytest.mark.xfail(
-    strict=False, reason="passed in-tree, failed in clean-clone CI 2026-11-28; see issue 5"
-)
 def test_pd_output_equals_unified_and_long_prompts_move_kv(cluster) -> None:
     long_prompts, lengths, short = _prompts()
     # Each prompt once (the decode engine caches what it served): half of each kind streamed.

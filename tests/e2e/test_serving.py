@@ -10,6 +10,8 @@ import httpx
 import openai
 import pytest
 
+from rayfleet.platform import local
+
 pytestmark = pytest.mark.e2e
 MODEL = "tiny-llama"
 
@@ -135,9 +137,6 @@ def test_still_serving_after_errors(client: openai.OpenAI) -> None:
     assert result.usage is not None and result.usage.completion_tokens == 4
 
 
-@pytest.mark.xfail(
-    strict=False, reason="vLLM prefix-cache series missing within 60 s in clean-clone CI; #7"
-)
 def test_engine_metrics_on_prometheus_endpoint(served: str, client: openai.OpenAI) -> None:
     client.completions.create(model=MODEL, prompt="metrics please", max_tokens=2)
     deadline = time.monotonic() + 60  # Ray exports metrics periodically
@@ -146,4 +145,7 @@ def test_engine_metrics_on_prometheus_endpoint(served: str, client: openai.OpenA
         text = httpx.get("http://127.0.0.1:8080/metrics", timeout=10).text
         time.sleep(2)
     assert "ray_vllm_prefix_cache_queries" in text
-    assert httpx.get("http://127.0.0.1:8265/api/version", timeout=5).status_code == 200
+    # Ray's token auth is on: the dashboard answers only with the cluster's token.
+    dashboard = "http://127.0.0.1:8265/api/version"
+    assert httpx.get(dashboard, timeout=5).status_code == 401
+    assert httpx.get(dashboard, headers=local.ray_auth_headers(), timeout=5).status_code == 200

@@ -104,7 +104,7 @@ def emulated(
     plan = spec_plan(request.param, tmp)
     manifest = tmp / "rayservice.yaml"
     resource = write_manifest(plan, manifest)
-    if _up():
+    if local.cluster_running(DASHBOARD):
         pytest.fail("a Ray cluster is already running on this machine; stop it first")
     try:
         # --scale 0.5 scales the PD example's autoscaling bounds down (decode max 4 → 2).
@@ -114,13 +114,6 @@ def emulated(
         yield Emulated(plan, manifest, result.stdout, resource)
     finally:
         rayfleet("down", timeout=180)
-
-
-def _up() -> bool:
-    try:
-        return httpx.get(f"{DASHBOARD}/api/version", timeout=3).status_code == 200
-    except httpx.HTTPError:
-        return False
 
 
 def replicas_by_deployment() -> dict[str, list[dict[str, str]]]:
