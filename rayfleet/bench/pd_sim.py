@@ -9,10 +9,16 @@ is exactly reproducible.
 - disaggregated: P prefill + (N - P) decode engines; every request prefills remotely,
   then decodes with the prefill engine's blocks imported.
 - conditional: the same pools; requests whose uncached prompt (on the chosen decode
-  engine) is below ``min_uncached_tokens``, or that arrive while the prefill pool's
-  queue per engine is above ``max_prefill_queue``, prefill on decode (pd_policy).
+  engine) is below ``min_uncached_tokens``, or that arrive while that decode engine
+  already has more than ``max_prefill_queue`` requests in remote prefill, prefill on
+  decode (pd_policy).
 
-Run: ``python -m rayfleet.bench.pd_sim --replicas 4 --prefill 1 --rate 6``.
+As in ``deployments.pd`` (decode as orchestrator), each request goes to the least
+busy decode engine on arrival (requests in remote prefill count), which decides with
+its own cache and its own remote-prefill count, and decodes the request either way.
+
+Run: ``python -m rayfleet.bench.pd_sim --replicas 4 --prefill 1 --rate 6``
+(``--param long_input_len=2048`` etc. change the pd-mix workload).
 """
 
 from __future__ import annotations
@@ -22,16 +28,16 @@ import heapq
 import itertools
 import json
 import random
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Literal, cast
+from typing import Any, Literal, cast
 
 from rayfleet.bench.sim.blocks import block_hashes, max_hit_blocks
 from rayfleet.bench.sim.engine import SimEngineCore, SimRequest, StepPlan
 from rayfleet.bench.sim.params import SimParams
 from rayfleet.bench.sim.tokens import load_sim_tokenizer
 from rayfleet.bench.text import TextMaker, load_tokenizer
-from rayfleet.bench.workloads import build_workload
+from rayfleet.bench.workloads import build_workload, parse_params
 from rayfleet.deployments.pd_policy import PDPolicy, choose_path
 from rayfleet.platform.tiny_model import ensure_tiny
 
@@ -57,10 +63,13 @@ class Outcome:
 class _Engine:
     core: SimEngineCore
     busy: bool = False
+    # Decode role: its requests prefilling on the prefill pool (pd.py's ``_in_prefill``).
+    in_prefill: int = 0
 
     @property
     def load(self) -> int:
-        return len(self.core.waiting) + len(self.core.running)
+        # Serve's router counts a decode replica's ongoing requests, remote prefills too.
+        return len(self.core.waiting) + len(self.core.running) + self.in_prefill
 
 
 @dataclass
@@ -122,7 +131,7 @@ def simulate(
     outcomes = [Outcome(a) for a in arrivals]
     for outcome in outcomes:
         fleet.push(outcome.arrival.at_s, "arrive", outcome)
-    handoffs: dict[str, Outcome] = {}
+    handoffs: dict[str, tuple[Outcome, _Engine]] = {}
     ids = itertools.count()
     while fleet.events:
         now, _, kind, payload = heapq.heappop(fleet.events)
@@ -136,7 +145,7 @@ def simulate(
         for request, _ in plan.prefill:
             handed = handoffs.pop(request.request_id, None) if request.finished else None
             if handed is not None:
-                _decode_after_prefill(fleet, handed, request, params.block_size, now, ids)
+                _decode_after_prefill(fleet, *handed, request, params.block_size, now, ids)
         fleet.kick(engine, now)
     return outcomes
 
@@ -149,13 +158,16 @@ def _arrive(
     block: int,
     now: float,
     ids: itertools.count,
-    handoffs: dict[str, Outcome],
+    handoffs: dict[str, tuple[Outcome, _Engine]],
 ) -> None:
     arrival = outcome.arrival
+    # Decode as orchestrator (pd.py): the ingress picks a decode replica, which decides
+    # with what it knows (its own cache and its own requests in remote prefill) and
+    # decodes the request itself whichever path it takes.
     decode = _least_loaded(fleet.decode)
     if mode == "conditional":
-        queue = sum(e.load for e in fleet.prefill) / len(fleet.prefill)
-        path = choose_path(_uncached(decode, arrival.prompt, block), int(queue), policy)
+        uncached = _uncached(decode, arrival.prompt, block)
+        path = choose_path(uncached, decode.in_prefill, policy)
     else:
         path = "disaggregated" if mode == "disaggregated" else "local"
     outcome.path = path
@@ -164,13 +176,15 @@ def _arrive(
         outcome.final = request
         fleet.submit(decode, request, now)
         return
-    handoffs[request.request_id] = outcome
+    handoffs[request.request_id] = (outcome, decode)
+    decode.in_prefill += 1
     fleet.submit(_least_loaded(fleet.prefill), request, now)
 
 
 def _decode_after_prefill(
     fleet: Fleet,
     outcome: Outcome,
+    decode: _Engine,
     prefilled: SimRequest,
     block: int,
     now: float,
@@ -185,7 +199,8 @@ def _decode_after_prefill(
         import_hashes=prefilled.transfer_hashes(block),
     )
     outcome.final = request
-    fleet.submit(_least_loaded(fleet.decode), request, now)
+    decode.in_prefill -= 1
+    fleet.submit(decode, request, now)
 
 
 def _percentile(values: Sequence[float], q: float) -> float:
@@ -215,10 +230,12 @@ def summarize(outcomes: Sequence[Outcome]) -> dict[str, float]:
     }
 
 
-def pd_mix_arrivals(count: int, rate: float, seed: int = 0) -> list[Arrival]:
+def pd_mix_arrivals(
+    count: int, rate: float, seed: int = 0, workload: Mapping[str, Any] | None = None
+) -> list[Arrival]:
     """The pd-mix workload's first ``count`` requests at Poisson arrivals (tiny tokenizer)."""
     maker = TextMaker(load_tokenizer(ensure_tiny()))
-    specs = build_workload("pd-mix", {}, maker, seed).take(count)
+    specs = build_workload("pd-mix", workload or {}, maker, seed).take(count)
     tokenizer = load_sim_tokenizer("tiny")
     rng = random.Random(seed)
     now, arrivals = 0.0, []
@@ -229,9 +246,15 @@ def pd_mix_arrivals(count: int, rate: float, seed: int = 0) -> list[Arrival]:
 
 
 def compare(
-    replicas: int, prefill: int, rate: float, count: int, policy: PDPolicy, params: SimParams
+    replicas: int,
+    prefill: int,
+    rate: float,
+    count: int,
+    policy: PDPolicy,
+    params: SimParams,
+    workload: Mapping[str, Any] | None = None,
 ) -> dict[str, dict[str, float]]:
-    arrivals = pd_mix_arrivals(count, rate)
+    arrivals = pd_mix_arrivals(count, rate, workload=workload)
     return {
         mode: summarize(simulate(mode, arrivals, replicas, prefill, params, policy))
         for mode in MODES
@@ -246,9 +269,18 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--requests", type=int, default=600)
     parser.add_argument("--min-uncached-tokens", type=int, default=256)
     parser.add_argument("--max-prefill-queue", type=int, default=8)
+    parser.add_argument(
+        "--param", action="append", default=[], help="pd-mix parameter KEY=VALUE (repeatable)"
+    )
     args = parser.parse_args(argv)
     policy = PDPolicy(args.min_uncached_tokens, args.max_prefill_queue)
-    result = compare(args.replicas, args.prefill, args.rate, args.requests, policy, SimParams())
+    params = SimParams()
+    workload = parse_params(args.param)
+    result: dict[str, Any] = compare(
+        args.replicas, args.prefill, args.rate, args.requests, policy, params, workload
+    )
+    # No decode can beat a step that carries only itself: TPOT below this is impossible.
+    result["tpot_floor_s"] = params.step_time(0, 1, 0, 0)
     print(json.dumps(result, indent=2))
 
 

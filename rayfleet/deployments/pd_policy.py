@@ -28,6 +28,7 @@ _LOCAL_ENGINE = "decode"  # the one replica this orchestrator's index tracks: it
 @dataclass(frozen=True)
 class PDPolicy:
     min_uncached_tokens: int = 256
+    # Counted per decode replica: its own requests in remote prefill (what it can see).
     max_prefill_queue: int = 8
     block_tokens: int = 128
     cache_capacity_blocks: int = 2048

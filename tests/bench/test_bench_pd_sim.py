@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
-from rayfleet.bench.pd_sim import Arrival, simulate, summarize
+import json
+
+import pytest
+
+from rayfleet.bench.pd_sim import Arrival, main, simulate, summarize
 from rayfleet.bench.sim.params import SimParams
 from rayfleet.deployments.pd_policy import PDPolicy
 
@@ -38,3 +42,48 @@ def test_every_mode_serves_every_request() -> None:
         assert (
             summary["disaggregated"] == {"unified": 0, "disaggregated": 40, "conditional": 10}[mode]
         )
+
+
+def test_conditional_counts_each_decode_engines_own_remote_prefills() -> None:
+    # pd.py: a decode replica falls back to local prefill once IT has more than
+    # max_prefill_queue requests in remote prefill; the ingress spreads arrivals over
+    # the least busy decode replica (remote prefills count as its load).
+    policy = PDPolicy(min_uncached_tokens=100, max_prefill_queue=1)
+    burst = [
+        Arrival(at_s=0.001 * i, prompt=tuple(1000 * i + t for t in range(300)), max_tokens=4)
+        for i in range(8)
+    ]
+    outcomes = simulate("conditional", burst, 3, 1, PARAMS, policy)
+    paths = [o.path for o in outcomes]
+    # two decode engines x (max_prefill_queue + 1) remote, then the rest local
+    assert paths == ["disaggregated"] * 4 + ["local"] * 4
+
+
+def test_remote_prefill_decodes_on_the_deciding_engine() -> None:
+    # Decode as orchestrator: the engine chosen on arrival decodes the request, even
+    # when the other decode engine is idle by the time the prefill is done.
+    policy = PDPolicy(min_uncached_tokens=100, max_prefill_queue=8)
+    arrivals = [
+        Arrival(at_s=0.0, prompt=tuple(range(300)), max_tokens=4),  # remote; engine A
+        Arrival(at_s=0.0001, prompt=tuple(range(5000, 5020)), max_tokens=2),  # B, done soon
+        Arrival(at_s=0.0002, prompt=tuple(range(9000, 9020)), max_tokens=200),  # A (tie)
+    ]
+    remote, _, busy = simulate("conditional", arrivals, 3, 1, PARAMS, policy)
+    assert remote.path == "disaggregated"
+    assert remote.final is not None and busy.final is not None
+    assert remote.final.num_imported_tokens > 0
+    # A's steps carry both: every decode token of the remote request ends with one of
+    # the long local request's steps.
+    assert set(remote.final.token_times) <= set(busy.final.token_times)
+
+
+def test_cli_passes_pd_mix_params_and_reports_the_tpot_floor(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    main(["--rate", "20", "--requests", "30", "--param", "long_fraction=1"])
+    result = json.loads(capsys.readouterr().out)
+    # every prompt is long, so conditional sends each one through the prefill pool
+    assert result["conditional"]["disaggregated"] == 30
+    floor = result["tpot_floor_s"]
+    assert floor == SimParams().step_time(0, 1, 0, 0)
+    assert all(result[mode]["tpot_p50_s"] >= floor for mode in ("unified", "conditional"))
