@@ -14,6 +14,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Column, Table
 
 from rayfleet.bench import report
+from rayfleet.bench.calibrate_cli import calibrate, predict_run_command
 from rayfleet.bench.loadgen import LoadConfig, request_body
 from rayfleet.bench.metrics import Slo
 from rayfleet.bench.records import RequestRecord
@@ -340,3 +341,7 @@ def compare(
         table.add_row(label, *(column[label] for column in columns))
     console.print(table)
     console.print(f"wrote {out}")
+
+
+bench_app.command()(calibrate)
+bench_app.command("predict-run")(predict_run_command)

@@ -22,9 +22,11 @@ E = s + E2E, prompt L, output O and uncached prompt U = L·(1 - hit_rate):
 - Q_i = (sum of U_j of the other requests whose first token came in (F_i, E_i]) / (O_i - 1):
   prompt tokens computed per step of i's decode (a prefill ends in the step that
   yields its first token);
-- Bp_i, Cp_i: the same, just before F_i (in i's last prefill step).
+- Bp_i, Cp_i: the same, just before F_i (in i's last prefill step);
+- Bs_i, Cs_i: the same, at s_i: a request sent while the engine decodes first waits
+  for the running step to end, on average half of it.
 
-Fits (ordinary least squares, ``numpy.linalg.lstsq``):
+Fits (ordinary least squares, or least absolute deviations with ``statistic="median"``):
 
 1. decode, requests with O ≥ 2:
    ``TPOT_i = step_base_s + decode_cost_per_seq·B_i + decode_cost_per_ctx_token·C_i
@@ -32,11 +34,13 @@ Fits (ordinary least squares, ``numpy.linalg.lstsq``):
 2. prefill, requests during whose wait no other request got its first token (so no
    other prefill competed), with n_i = ceil(U_i / max_num_batched_tokens) steps:
    ``TTFT_i - n_i·(step_base_s + decode_cost_per_seq·Bp_i + decode_cost_per_ctx_token·Cp_i)
+   - [Bs_i > 0]·(step_base_s + decode_cost_per_seq·Bs_i + decode_cost_per_ctx_token·Cs_i)/2
    = overhead_s + prefill_cost_per_token·U_i``.
 
 The prefill fit gives ``prefill_cost_per_token``; ``overhead_s`` absorbs what the
-model lacks (client, proxy and ingress time, the partial step a request arrives in)
-and is reported, not simulated. Negative estimates are clipped to 0.
+model lacks (client, proxy and ingress time) and is reported, not simulated. Costs
+are fitted non-negative (a column that would go negative is dropped and the rest
+refitted).
 """
 
 from __future__ import annotations
@@ -45,6 +49,7 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 
@@ -52,6 +57,9 @@ from rayfleet.bench.records import RequestRecord
 from rayfleet.bench.sim.params import SimParams
 
 _JUST_BEFORE_S = 1e-6
+_LAD_ITERATIONS = 50
+_LAD_FLOOR_S = 1e-6  # residuals below a microsecond count as a microsecond
+Statistic = Literal["mean", "median"]
 COST_FIELDS = (
     "step_base_s",
     "prefill_cost_per_token",
@@ -73,6 +81,8 @@ class Sample:
     decode_prefill_tokens: float  # Q
     prefill_batch: float  # Bp
     prefill_context: float  # Cp
+    send_batch: float  # Bs: decoding requests when i was sent
+    send_context: float  # Cs
     prefill_alone: bool  # no other first token during its wait
 
 
@@ -169,6 +179,7 @@ def samples_from_records(
         _, decode_prefill = line.prefills_in(line.first[i], line.end[i], i)
         # The load of i's own (last) prefill step, just before its first token.
         p_batch, p_context = line.load_at(np.array([line.first[i] - _JUST_BEFORE_S]))
+        s_batch, s_context = line.load_at(np.array([line.send[i]]))
         competing, _ = line.prefills_in(line.send[i], line.first[i], i)
         samples.append(
             Sample(
@@ -181,21 +192,59 @@ def samples_from_records(
                 decode_prefill_tokens=decode_prefill / (out - 1) if out >= 2 else 0.0,
                 prefill_batch=p_batch,
                 prefill_context=p_context,
+                send_batch=s_batch,
+                send_context=s_context,
                 prefill_alone=competing == 0,
             )
         )
     return samples
 
 
-def _least_squares(columns: list[np.ndarray], target: np.ndarray) -> tuple[np.ndarray, float]:
+def _least_squares(
+    columns: list[np.ndarray], target: np.ndarray, statistic: Statistic = "mean"
+) -> tuple[np.ndarray, float]:
+    """Non-negative least squares ("mean") or least absolute deviations ("median").
+
+    Costs cannot be negative: a column whose coefficient comes out negative is dropped
+    (its coefficient is 0) and the rest refitted, so the others absorb what it
+    explained instead of being left as fitted beside it. LAD is solved by iteratively
+    reweighted least squares (weights 1/|residual|).
+    """
     matrix = np.column_stack(columns)
-    coef, *_ = np.linalg.lstsq(matrix, target, rcond=None)
+    active = list(range(matrix.shape[1]))
+    coef = np.zeros(matrix.shape[1])
+    while active:
+        coef[:] = 0.0
+        coef[active] = _solve(matrix[:, active], target, statistic)
+        worst = min(active, key=lambda k: coef[k])
+        if coef[worst] >= 0:
+            break
+        active.remove(worst)
     rms = float(np.sqrt(np.mean((matrix @ coef - target) ** 2)))
     return coef, rms
 
 
-def fit(samples: Sequence[Sample], max_num_batched_tokens: int) -> Calibration:
-    """Both fits of the module docstring; raises ValueError on too little data."""
+def _solve(matrix: np.ndarray, target: np.ndarray, statistic: Statistic) -> np.ndarray:
+    coef, *_ = np.linalg.lstsq(matrix, target, rcond=None)
+    if statistic == "median":
+        for _ in range(_LAD_ITERATIONS):
+            residual = np.abs(matrix @ coef - target)
+            root_weight = 1.0 / np.sqrt(np.maximum(residual, _LAD_FLOOR_S))
+            coef, *_ = np.linalg.lstsq(
+                matrix * root_weight[:, None], target * root_weight, rcond=None
+            )
+    return np.asarray(coef, dtype=float)
+
+
+def fit(
+    samples: Sequence[Sample], max_num_batched_tokens: int, statistic: Statistic = "mean"
+) -> Calibration:
+    """Both fits of the module docstring; raises ValueError on too little data.
+
+    ``statistic="median"`` fits conditional medians (least absolute deviations): real
+    timings have heavy right tails (OS stalls, proxy jitter) that pull a mean fit, and
+    hence the simulator's deterministic latencies, above the measured p50s.
+    """
     decode = [s for s in samples if s.tpot_s is not None]
     prefill = [s for s in samples if s.prefill_alone]
     if len(decode) < 8 or len(prefill) < 4:
@@ -211,7 +260,7 @@ def fit(samples: Sequence[Sample], max_num_batched_tokens: int) -> Calibration:
     ]
     if np.ptp(queued) > 0:
         columns.append(queued)
-    coef, decode_rms = _least_squares(columns, tpot)
+    coef, decode_rms = _least_squares(columns, tpot, statistic)
     base, per_seq, per_ctx = (max(0.0, float(c)) for c in coef[:3])
 
     uncached = np.array([s.uncached_tokens for s in prefill])
@@ -221,8 +270,15 @@ def fit(samples: Sequence[Sample], max_num_batched_tokens: int) -> Calibration:
         + per_seq * np.array([s.prefill_batch for s in prefill])
         + per_ctx * np.array([s.prefill_context for s in prefill])
     )
-    target = np.array([s.ttft_s for s in prefill]) - steps * step_cost
-    (overhead, per_token), prefill_rms = _least_squares([np.ones(len(prefill)), uncached], target)
+    # A request sent while a step runs waits for it to end (the simulator models that
+    # too), on average half a step: without this term overhead_s would count it twice.
+    send_batch = np.array([s.send_batch for s in prefill])
+    send_step = base + per_seq * send_batch + per_ctx * np.array([s.send_context for s in prefill])
+    residual = np.where(send_batch > 0, send_step / 2, 0.0)
+    target = np.array([s.ttft_s for s in prefill]) - steps * step_cost - residual
+    (overhead, per_token), prefill_rms = _least_squares(
+        [np.ones(len(prefill)), uncached], target, statistic
+    )
     return Calibration(
         step_base_s=base,
         prefill_cost_per_token=max(0.0, float(per_token)),
@@ -237,7 +293,11 @@ def fit(samples: Sequence[Sample], max_num_batched_tokens: int) -> Calibration:
 
 
 def calibrate_run(
-    run_dir: str | Path, max_num_batched_tokens: int, hit_rate: float = 0.0
+    run_dir: str | Path,
+    max_num_batched_tokens: int,
+    hit_rate: float = 0.0,
+    statistic: Statistic = "mean",
 ) -> Calibration:
     """Fit the costs from a stored run's ``requests.jsonl``."""
-    return fit(samples_from_records(load_records(run_dir), hit_rate), max_num_batched_tokens)
+    samples = samples_from_records(load_records(run_dir), hit_rate)
+    return fit(samples, max_num_batched_tokens, statistic)

@@ -6,10 +6,17 @@ import json
 import random
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from rayfleet.bench.records import RequestRecord
-from rayfleet.bench.sim.calibrate import COST_FIELDS, calibrate_run, fit, samples_from_records
+from rayfleet.bench.sim.calibrate import (
+    COST_FIELDS,
+    _least_squares,
+    calibrate_run,
+    fit,
+    samples_from_records,
+)
 from rayfleet.bench.sim.engine import SimEngineCore, SimRequest
 from rayfleet.bench.sim.params import SimParams
 from rayfleet.bench.sim.virtual import run_virtual
@@ -92,3 +99,31 @@ def test_calibrate_a_stored_run(tmp_path: Path, records: list[RequestRecord]) ->
 def test_too_few_records_are_refused(records: list[RequestRecord]) -> None:
     with pytest.raises(ValueError, match="too few"):
         fit(samples_from_records(records[:3]), TRUTH.max_num_batched_tokens)
+
+
+def _delayed(record: RequestRecord, delay_s: float) -> RequestRecord:
+    """The record as if the client saw everything ``delay_s`` late (an OS stall)."""
+    data = record.to_json()
+    data["ttft_s"] += delay_s
+    data["e2e_s"] += delay_s
+    data["chunk_s"] = [t + delay_s for t in record.chunk_s]
+    return RequestRecord.from_json(data)
+
+
+def test_median_fit_is_not_dragged_by_a_heavy_tail(records: list[RequestRecord]) -> None:
+    # One request in ten stalls 50 ms before its first token: the mean overhead moves by
+    # ~5 ms, the median one hardly at all.
+    stalled = [_delayed(r, 0.05) if r.index % 10 == 0 else r for r in records]
+    samples = samples_from_records(stalled)
+    mean, median = (fit(samples, TRUTH.max_num_batched_tokens, how) for how in ("mean", "median"))
+    assert mean.overhead_s > 0.003
+    assert median.overhead_s < 0.001
+    assert median.prefill_cost_per_token == pytest.approx(TRUTH.prefill_cost_per_token, rel=0.1)
+
+
+def test_a_cost_that_would_go_negative_is_dropped_and_the_rest_refitted() -> None:
+    x = np.arange(1.0, 11.0)
+    target = 2.0 * x - 0.5  # least squares: intercept -0.5, which no cost may be
+    coef, _ = _least_squares([np.ones_like(x), x], target)
+    assert coef[0] == 0.0
+    assert coef[1] == pytest.approx(float(x @ target / (x @ x)))  # refitted through 0
