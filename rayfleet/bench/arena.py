@@ -49,7 +49,7 @@ from rayfleet.bench.workloads import Workload, build_workload
 from rayfleet.deployments.serve_config import render_serve_config
 from rayfleet.platform import local
 from rayfleet.platform.plan import resolve
-from rayfleet.platform.spec import EMBEDDED_TINY, Spec, parse_spec
+from rayfleet.platform.spec import EMBEDDED_TINY, Router, Spec, parse_spec
 from rayfleet.platform.tiny_model import ensure_tiny
 
 log = logging.getLogger(__name__)
@@ -314,6 +314,8 @@ def virtual_rows(
             options.replicas,
             schedule.router_settings,
             options.seed,
+            # Serve polls routing stats every stats_period_s wall seconds.
+            Router().stats_period_s * schedule.load.time_scale,
         )
         rows[router] = virtual.virtual_row(run, options.replicas)
     extra["deployment"] = "virtual time, no Ray: N simulated engine cores (arena_virtual)"

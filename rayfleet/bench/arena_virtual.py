@@ -6,11 +6,14 @@ that time, then a policy picks the replica:
 
 - ``pow2``: two random replicas, the one with fewer requests in flight (Ray Serve's
   default, with its queue-length probe replaced by the exact count);
+- ``ray-prefix``: Ray's ``PrefixCacheAffinityRouter`` decision with its defaults, on
+  Ray's own ``PrefixTree`` in-process (the deployed router reaches it through an actor):
+  the longest-matching replicas, or the smallest tree tenants below a 10% match rate,
+  then the fewest requests in flight among them (Serve's queue-length probe);
 - ``rayfleet``: RayFleet's router core (``CacheAwareRouter``) with the spec's settings,
   told of every routing and completion as the Serve adapter would.
 
-Ray's PrefixCacheAffinityRouter needs its tree actor and is not simulated. Times are
-simulated seconds. Exact and fast: a check of the policies, and of the arena's sizing,
+Times are simulated seconds. Exact and fast: a check of the policies, and of the arena's sizing,
 when the machine cannot run the real thing.
 """
 
@@ -30,7 +33,7 @@ from rayfleet.platform.spec import Router
 from rayfleet.router.core import CacheAwareRouter
 from rayfleet.router.prompt import PromptInput
 
-VIRTUAL_ROUTERS = ("pow2", "rayfleet")
+VIRTUAL_ROUTERS = ("pow2", "ray-prefix", "rayfleet")
 
 
 @dataclass(frozen=True)
@@ -74,9 +77,43 @@ class _Fleet:
         if self.router is not None:
             self.router.on_completed(request_id, replica)
 
+    def routing_stats(self, replica: int, now: float) -> dict[str, Any]:
+        """What ``SimLLMServer.record_routing_stats`` would report now."""
+        core = self.cores[replica]
+        return {
+            "num_running": len(core.running),
+            "num_waiting": len(core.waiting),
+            "kv_cache_usage": core.kv_cache_usage,
+            "reported_at": now,
+        }
+
     def add(self, replica: int, request: SimRequest) -> None:
         self.cores[replica].add(request)
         self.inflight[replica] += 1
+
+
+class _RayPrefix:
+    """PrefixCacheAffinityRouter's choice (defaults: imbalanced_threshold=inf, so load
+    never overrides the tree; match_rate_threshold=0.1; no eviction)."""
+
+    MATCH_RATE_THRESHOLD = 0.1
+
+    def __init__(self, replicas: int) -> None:
+        from ray.llm._internal.serve.routing_policies.prefix_aware.prefix_tree import (
+            PrefixTree,
+        )
+
+        self.tree = PrefixTree()
+        self.tenants = [str(r) for r in range(replicas)]
+        self.tree.add_tenants(self.tenants, 0.0)
+
+    def choose(self, text: str, inflight: Sequence[int], at: float) -> int:
+        matched, tenants = self.tree.prefix_match(text, self.tenants)
+        if not text or len(matched) / len(text) < self.MATCH_RATE_THRESHOLD:
+            tenants = self.tree.get_smallest_tenants()
+        chosen = min((int(t) for t in tenants or self.tenants), key=inflight.__getitem__)
+        self.tree.insert(text, str(chosen), at)
+        return chosen
 
 
 def _text(prompt: str | None, messages: Sequence[dict[str, str]] | None) -> str:
@@ -92,14 +129,23 @@ def run_policy(
     replicas: int,
     settings: dict[str, Any],
     seed: int = 0,
+    stats_period_s: float | None = None,
 ) -> VirtualRun:
-    """Serve the schedule with ``policy``."""
+    """Serve the schedule with ``policy``.
+
+    ``stats_period_s`` (simulated seconds): how often rayfleet's router receives the
+    engines' routing stats, as Serve polls them; None: never.
+    """
     if policy not in VIRTUAL_ROUTERS:
         raise ValueError(f"the virtual engine runs {', '.join(VIRTUAL_ROUTERS)}, not {policy!r}")
     router = None
+    ray_prefix = _RayPrefix(replicas) if policy == "ray-prefix" else None
+    now = [0.0]  # the router's clock: simulated time
     if policy == "rayfleet":
-        router = CacheAwareRouter(Router.model_validate({**settings, "policy": "rayfleet"}))
+        spec = Router.model_validate({**settings, "policy": "rayfleet"})
+        router = CacheAwareRouter(spec, clock=lambda: now[0])
         router.sync_replicas(dict.fromkeys(range(replicas)))
+    next_stats = 0.0
     fleet = _Fleet(sim, replicas, router)
     candidates = tuple(range(replicas))
     rng = random.Random(seed)
@@ -108,8 +154,15 @@ def run_policy(
         zip(prompts, trace, arrivals, strict=True)
     ):
         fleet.advance(at)
+        now[0] = at
+        if router is not None and stats_period_s is not None and at >= next_stats:
+            for replica in candidates:
+                router.update_replica(replica, fleet.routing_stats(replica, at), at)
+            next_stats = at + stats_period_s
         request_id = f"v{index}"
-        if router is None:
+        if ray_prefix is not None:
+            chosen = ray_prefix.choose(_text(prompt, messages), fleet.inflight, at)
+        elif router is None:
             a, b = rng.sample(candidates, 2) if replicas > 1 else (0, 0)
             chosen = a if fleet.inflight[a] <= fleet.inflight[b] else b
         else:

@@ -1,15 +1,24 @@
-"""The "sticky until saturated" policy: pure Python, no Ray, one call per decision.
+"""The "sticky while cheaper" policy: pure Python, no Ray, one call per decision.
 
 Order of preference for rank 0:
 
-1. session    - the replica the request's session is pinned to, unless saturated;
-2. exploration - with probability ``exploration``, a random unsaturated candidate
-                 (keeps a little traffic flowing to replicas the cache would starve);
-3. cache_hit  - among candidates holding the longest cached prefix, the least loaded
-                unsaturated one;
+1. session     - the replica the request's session is pinned to, unless saturated;
+2. cache_hit   - among candidates holding the longest cached prefix, the least loaded
+                 one the engine does not report saturated (waiting requests, full KV);
+   spill       - ...unless the least loaded other replica is cheaper: its in-flight
+                 backlog plus the extra prefill it would do (weighted) below the holder's
+                 backlog. A hot prefix then gets a second holder;
+3. exploration - only for requests no candidate has cached: with probability
+                 ``exploration``, a random unsaturated candidate;
 4. load_balance - the unsaturated candidate with the least in-flight token load
                   (ties rotate, so an idle fleet is used round-robin);
-5. fallback   - everything is saturated: the least loaded candidate anyway.
+5. fallback    - everything is saturated: the least loaded candidate anyway (with a
+                 cached prefix, its holders are still weighed against it).
+
+"Saturated" means past any threshold: router token load, Serve's queue length, or the
+engine's stats. Those router-side proxies keep new prefixes off busy replicas, but do not
+cap a holder: a cold prefill elsewhere usually costs more than queueing behind cached
+requests (virtual arena, docs/benchmarks.md, issue 4).
 
 Rank 1 offers ``fallback_replicas`` lightly loaded other candidates, so Serve has
 somewhere to go when rank 0 turns out to be full without calling us again.
@@ -29,13 +38,26 @@ from rayfleet.router.index import BlockIndex, ReplicaId
 from rayfleet.router.load import ReplicaStats
 from rayfleet.router.lru import LruMap
 
-Reason = Literal["cache_hit", "load_balance", "exploration", "session", "fallback"]
+Reason = Literal["cache_hit", "spill", "load_balance", "exploration", "session", "fallback"]
 REASONS: tuple[str, ...] = get_args(Reason)
 IndexMode = Literal["approximate", "precise"]
 # Any, not ReplicaId: Serve's queue-length cache takes its own ReplicaID type.
 QueueLen = Callable[[Any], int | None]
 Pick = tuple[ReplicaId, Reason, int | None]
-FALLBACK_SAMPLE = 32  # above this many candidates, rank 1 is drawn from a random sample
+FALLBACK_SAMPLE = 32
+# A spill's extra prefill tokens count this many times against the holder's backlog: a
+# cold prefill also delays the requests already running where it lands, and in-flight
+# load keeps counting a request's prefill until the request completes (an overestimate
+# of the holder's backlog). 1 and 2 spilled too eagerly in the virtual arena (more cold
+# prefills than they saved queueing), 4 kept TTFT p90 at ray-prefix's at light load.
+SPILL_PREFILL_WEIGHT = 4.0
+# In-flight tokens an engine absorbs without delaying a new request: about one step's
+# token budget (vLLM's default max_num_batched_tokens for chunked prefill).
+STEP_TOKENS = 2048
+
+
+def _backlog(load: float) -> float:
+    return max(0.0, load - STEP_TOKENS)
 
 
 @dataclass(slots=True)
@@ -85,11 +107,19 @@ class Saturation:
     now: float
     stale: int = 0
     _memo: dict[ReplicaId, bool] = field(default_factory=dict)
+    _engine_memo: dict[ReplicaId, bool] = field(default_factory=dict)
 
     def __call__(self, replica: ReplicaId) -> bool:
         known = self._memo.get(replica)
         if known is None:
             known = self._memo[replica] = self._check(replica)
+        return known
+
+    def engine(self, replica: ReplicaId) -> bool:
+        """Saturated by the engine's own report (requests waiting, KV cache full) only."""
+        known = self._engine_memo.get(replica)
+        if known is None:
+            known = self._engine_memo[replica] = self._check_engine(replica)
         return known
 
     def _check(self, replica: ReplicaId) -> bool:
@@ -99,6 +129,10 @@ class Saturation:
         queue_len = self.queue_len(replica) if self.queue_len is not None else None
         if queue_len is not None and queue_len >= settings.saturation_queue_len:
             return True
+        return self.engine(replica)
+
+    def _check_engine(self, replica: ReplicaId) -> bool:
+        settings = self.settings
         stats = self.stats.get(replica)
         if stats is None:
             return False
@@ -139,10 +173,12 @@ class StickyPolicy:
         if not candidates:
             return Decision([], "fallback", 0, 0, cache.mode)
         saturated = Saturation(self.settings, self._loads, self._stats, queue_len, now)
+        # Exploration only takes requests no replica has cached: exploring with a hit
+        # would turn it into a cold prefill (about a whole prompt of extra work).
         chosen, reason, matched = (
             self._by_session(request, candidate_set, saturated)
+            or self._by_cache(cache, candidates, candidate_set, saturated)
             or self._by_exploration(candidates, saturated)
-            or self._by_cache(cache, candidate_set, saturated)
             or self._by_load(candidates, saturated)
         )
         if matched is None:
@@ -175,15 +211,60 @@ class StickyPolicy:
         return None if saturated(pick) else (pick, "exploration", None)
 
     def _by_cache(
-        self, cache: CacheView, candidate_set: Set[ReplicaId], saturated: Saturation
+        self,
+        cache: CacheView,
+        candidates: Sequence[ReplicaId],
+        candidate_set: Set[ReplicaId],
+        saturated: Saturation,
     ) -> Pick | None:
+        """The cheaper of: the least loaded replica holding the longest prefix ("hit"),
+        and the least loaded replica overall ("spill"; unsaturated if any is).
+
+        Cost = in-flight token load + the prompt tokens it must prefill, the spill's
+        extra prefill weighted ``SPILL_PREFILL_WEIGHT``. A hot prefix stays where it is
+        cached until that replica's backlog outweighs a cold prefill elsewhere; then it
+        spills, and the prefix is cached on both. Only the engine's own report (waiting
+        requests, full KV cache) rules a holder out: the router's load proxies (token
+        load, queue length) are weighed by the cost instead, since a cold prefill on an
+        idler replica usually costs more than queueing behind cached requests.
+        """
         match = cache.index.longest_match(cache.keys, candidate_set)
         if match.blocks < self.settings.min_match_blocks:
             return None
-        for replica in sorted(match.replicas, key=self._loads.__getitem__):
+        loads = self._loads
+        hit = None
+        for replica in sorted(match.replicas, key=loads.__getitem__):
+            if not saturated.engine(replica):
+                hit = replica
+                break
+        spill, spill_reason = self._least_loaded(candidates, saturated)
+        if hit is None:
+            if spill_reason == "load_balance":
+                return spill, spill_reason, None
+            # Everything is saturated: weigh the holders against a cold spill anyway.
+            hit = min(match.replicas, key=loads.__getitem__)
+        if spill in match.replicas:
+            return hit, "cache_hit", match.blocks
+        spill_blocks = cache.index.matched_blocks(spill, cache.keys)
+        extra = (match.blocks - spill_blocks) * cache.tokens_per_block
+        if _backlog(loads[spill]) + SPILL_PREFILL_WEIGHT * extra < _backlog(loads[hit]):
+            return spill, "spill", spill_blocks
+        return hit, "cache_hit", match.blocks
+
+    def _least_loaded(
+        self, candidates: Sequence[ReplicaId], saturated: Saturation
+    ) -> tuple[ReplicaId, Reason]:
+        """The least loaded unsaturated candidate, else the least loaded ("fallback")."""
+        # Among a random window when there are many, to keep a hit's decision O(1).
+        pool = self._sample(candidates)
+        least = min(pool, key=self._loads.__getitem__)
+        if not saturated(least):
+            return least, "load_balance"
+        by_load = sorted(pool, key=self._loads.__getitem__)
+        for replica in by_load:
             if not saturated(replica):
-                return replica, "cache_hit", match.blocks
-        return None
+                return replica, "load_balance"
+        return by_load[0], "fallback"
 
     def _by_load(self, candidates: Sequence[ReplicaId], saturated: Saturation) -> Pick:
         rotated = self._rotated(candidates)
@@ -201,6 +282,14 @@ class StickyPolicy:
         self._rotation += 1
         return [*candidates[start:], *candidates[:start]]
 
+    def _sample(self, candidates: Sequence[ReplicaId]) -> Sequence[ReplicaId]:
+        if len(candidates) <= FALLBACK_SAMPLE:
+            return candidates
+        # A window at a random offset: one RNG draw instead of random.sample's 32.
+        start = self._rng.randrange(len(candidates))
+        wrap = max(0, start + FALLBACK_SAMPLE - len(candidates))
+        return [*candidates[start : start + FALLBACK_SAMPLE], *candidates[:wrap]]
+
     def _fallbacks(self, candidates: Sequence[ReplicaId], chosen: ReplicaId) -> list[ReplicaId]:
         """The least loaded other candidates; among a random sample when there are many.
 
@@ -210,11 +299,6 @@ class StickyPolicy:
         wanted = self.settings.fallback_replicas
         if wanted == 0 or len(candidates) < 2:
             return []
-        pool = candidates
-        if len(candidates) > FALLBACK_SAMPLE:
-            # A window at a random offset: one RNG draw instead of random.sample's 32.
-            start = self._rng.randrange(len(candidates))
-            wrap = max(0, start + FALLBACK_SAMPLE - len(candidates))
-            pool = [*candidates[start : start + FALLBACK_SAMPLE], *candidates[:wrap]]
+        pool = self._sample(candidates)
         nearest = heapq.nsmallest(wanted + 1, pool, key=self._loads.__getitem__)
         return [replica for replica in nearest if replica != chosen][:wanted]

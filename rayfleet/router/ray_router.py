@@ -35,7 +35,7 @@ log = logging.getLogger(__name__)
 
 
 class RayFleetRouter(RequestRouter):
-    """Cache- and load-aware replica choice ("sticky until saturated")."""
+    """Cache- and load-aware replica choice ("sticky while cheaper")."""
 
     def initialize_state(
         self, settings: dict[str, Any] | None = None, tokenizer: str | None = None, **_: Any

@@ -231,5 +231,12 @@ def test_virtual_fleet_keeps_groups_sticky_where_pow2_scatters_them() -> None:
     assert sum(rows["pow2"]["prompt_tokens_per_replica"]) == sum(
         len(t.prompt_token_ids) for t in trace
     )
-    with pytest.raises(ValueError, match="not 'ray-prefix'"):
-        virtual.run_policy("ray-prefix", prompts, trace, arrivals, sim, 2, settings)
+    # Ray's prefix tree keeps each group on one replica too.
+    assert rows["ray-prefix"]["prefix_hit_rate"] > rows["pow2"]["prefix_hit_rate"] + 0.2
+    with pytest.raises(ValueError, match="not 'rr'"):
+        virtual.run_policy("rr", prompts, trace, arrivals, sim, 2, settings)
+    # Engine stats reach rayfleet's router as Serve would poll them; same schedule served.
+    polled = virtual.run_policy(
+        "rayfleet", prompts, trace, arrivals, sim, 2, settings, stats_period_s=1.0
+    )
+    assert len(polled.served) == len(trace)

@@ -8,6 +8,7 @@ from typing import Any
 
 from rayfleet.router.core import CacheAwareRouter
 from rayfleet.router.metrics import MemoryMetrics
+from rayfleet.router.policy import STEP_TOKENS
 from rayfleet.router.prompt import PromptInput
 
 # Fixtures from conftest.py (not imported: conftest modules are not importable by name).
@@ -32,40 +33,53 @@ def test_sticks_to_the_replica_holding_the_prefix(make_router: MakeRouter, route
     assert decision.matched_tokens == 9 * 32  # 128 chars at 4 chars per token
 
 
-def test_moves_to_least_token_load_once_saturated(make_router: MakeRouter, route: Route) -> None:
-    router = make_router(saturation_tokens=1000)
-    sticky = route(router, "a", ask("q1", max_tokens=400))  # ~700 tokens in flight
-    assert route(router, "b", ask("q2", max_tokens=400)) == sticky  # now past 1,000
+def test_spills_a_hot_prefix_once_its_backlog_outweighs_a_cold_prefill(
+    make_router: MakeRouter, route: Route
+) -> None:
+    router = make_router()
+    sticky = route(router, "a", ask("q1"))
     others = [r for r in ("r0", "r1", "r2") if r != sticky]
-    router.inflight.on_routed("busy", others[0], 600.0)
+    # A backlog (load beyond one step's tokens) below 4 × the 288 cached tokens: stay.
+    router.inflight.on_routed("busy", sticky, STEP_TOKENS + 500.0)
+    decision = router.choose(("r0", "r1", "r2"), router.prepare(ask("q2"), "b"))
+    assert (decision.chosen, decision.reason) == (sticky, "cache_hit")
 
+    router.inflight.on_routed("busy", sticky, STEP_TOKENS + 2000.0)  # now > 4 × 288
+    router.inflight.on_routed("other", others[0], 100.0)
     decision = router.choose(("r0", "r1", "r2"), router.prepare(ask("q3"), "c"))
-    assert (decision.chosen, decision.reason) == (others[1], "load_balance")
+    assert (decision.chosen, decision.reason) == (others[1], "spill")
     router.on_routed("c", others[1])
 
-    # The prefix now lives on two replicas: the unsaturated holder wins.
+    # The prefix now lives on two replicas: the less loaded holder wins.
     decision = router.choose(("r0", "r1", "r2"), router.prepare(ask("q4"), "d"))
     assert (decision.chosen, decision.reason) == (others[1], "cache_hit")
 
 
 def test_returns_once_the_sticky_replica_drains(make_router: MakeRouter, route: Route) -> None:
-    router = make_router(saturation_tokens=500)
-    sticky = route(router, "a", ask("q1", max_tokens=400))
+    router = make_router()
+    sticky = route(router, "a", ask("q1"))
+    router.inflight.on_routed("busy", sticky, 10_000.0)
     assert router.choose(("r0", "r1", "r2"), router.prepare(ask("q2"), "b")).chosen != sticky
-    router.on_completed("a", sticky)
+    router.on_completed("busy", sticky)
     decision = router.choose(("r0", "r1", "r2"), router.prepare(ask("q2"), "b"))
     assert (decision.chosen, decision.reason) == (sticky, "cache_hit")
 
 
-def test_queue_length_and_engine_stats_mark_saturation(
+def test_router_load_proxies_do_not_cap_a_holder(make_router: MakeRouter, route: Route) -> None:
+    # Queue length and token load past their thresholds: still cheaper than a cold prefill.
+    router = make_router(saturation_tokens=100)
+    sticky = route(router, "a", ask("q1"))
+    full_queue = {sticky: 16}.get
+    decision = router.choose(("r0", "r1", "r2"), router.prepare(ask("q2"), "b"), full_queue)
+    assert (decision.chosen, decision.reason) == (sticky, "cache_hit")
+
+
+def test_engine_stats_mark_a_holder_saturated(
     make_router: MakeRouter, route: Route, clock: Clock
 ) -> None:
     router = make_router()
     sticky = route(router, "a", ask("q1"))
     prepared = router.prepare(ask("q2"), "b")
-    full_queue = {sticky: 16}.get
-    assert router.choose(("r0", "r1", "r2"), prepared, full_queue).reason == "load_balance"
-
     router.update_replica(sticky, {"num_waiting": 4, "reported_at": clock.now}, clock.now)
     assert router.choose(("r0", "r1", "r2"), prepared).reason == "load_balance"
 
@@ -74,6 +88,25 @@ def test_queue_length_and_engine_stats_mark_saturation(
 
     router.update_replica(sticky, {"num_waiting": 1, "reported_at": clock.now}, clock.now)
     assert router.choose(("r0", "r1", "r2"), prepared).reason == "cache_hit"
+
+
+def test_queue_length_keeps_new_prefixes_off_a_replica(make_router: MakeRouter) -> None:
+    router = make_router()
+    full_queue = {"r0": 16, "r1": 16}.get
+    for i in range(3):
+        prepared = router.prepare(PromptInput(text=f"unrelated prompt {i} " * 20), str(i))
+        assert router.choose(("r0", "r1", "r2"), prepared, full_queue).chosen == "r2"
+
+
+def test_everything_saturated_keeps_a_prefix_with_its_holder(
+    make_router: MakeRouter, route: Route, clock: Clock
+) -> None:
+    router = make_router()
+    sticky = route(router, "a", ask("q1"))
+    for replica in ("r0", "r1", "r2"):
+        router.update_replica(replica, {"num_waiting": 9, "reported_at": clock.now}, clock.now)
+    decision = router.choose(("r0", "r1", "r2"), router.prepare(ask("q2"), "b"))
+    assert (decision.chosen, decision.reason) == (sticky, "cache_hit")
 
 
 def test_stale_stats_are_ignored_by_default(
@@ -142,13 +175,20 @@ def test_only_candidates_are_chosen(make_router: MakeRouter, route: Route) -> No
     assert router.choose((), router.prepare(ask("q2"), "b")).ranks == []
 
 
-def test_exploration_share_matches_the_setting(make_router: MakeRouter, route: Route) -> None:
+def test_exploration_share_matches_the_setting(make_router: MakeRouter) -> None:
     router = make_router(exploration=0.1, seed=3)
-    route(router, "a", ask("q1"))
-    prepared = router.prepare(ask("q2"), "b")
+    prepared = router.prepare(ask("q1"), "a")  # nothing cached yet
     reasons = Counter(router.choose(("r0", "r1", "r2"), prepared).reason for _ in range(5000))
     assert abs(reasons["exploration"] / 5000 - 0.1) < 0.015
-    assert reasons["cache_hit"] + reasons["exploration"] == 5000
+    assert reasons["load_balance"] + reasons["exploration"] == 5000
+
+
+def test_exploration_never_takes_a_cache_hit(make_router: MakeRouter, route: Route) -> None:
+    router = make_router(exploration=0.5, seed=3)
+    route(router, "a", ask("q1"))
+    prepared = router.prepare(ask("q2"), "b")
+    reasons = Counter(router.choose(("r0", "r1", "r2"), prepared).reason for _ in range(200))
+    assert reasons == Counter({"cache_hit": 200})
 
 
 def test_exploration_is_reproducible_with_a_seed(make_router: MakeRouter) -> None:
