@@ -11,21 +11,15 @@ import shutil
 from pathlib import Path
 
 import pytest
+from fixtures.profile_fixtures import CPU_COSTS
 
 from rayfleet.bench import report
 from rayfleet.bench.records import RequestRecord
 from rayfleet.bench.replay import predict_run, replay_records, run_prompts
 from rayfleet.bench.runs import make_workload
 from rayfleet.bench.sim.calibrate import calibrate_run
-from rayfleet.bench.sim.params import SimParams
 
-TRUTH = SimParams(
-    num_kv_blocks=4096,
-    step_base_s=0.008,
-    prefill_cost_per_token=1e-4,
-    decode_cost_per_seq=2e-3,
-    decode_cost_per_ctx_token=2e-7,
-)
+TRUTH = CPU_COSTS
 OVERHEAD_S = 0.004
 
 
