@@ -83,8 +83,8 @@ def run_prompts(
     """Token ids of each record's prompt, rebuilt from the run's workload and seed.
 
     Shared prefixes matter (the simulator's prefix cache must see them), so prompts are
-    regenerated exactly as ``bench run`` made them: stage s uses seed + s, request i is
-    the i-th of that stream. Without the workload or tokenizer, prompts fall back to
+    regenerated exactly as ``bench run`` made them (``runs.stage_workload``; request i is
+    the i-th of its stage's stream). Without the workload or tokenizer, prompts fall back to
     random tokens of the measured lengths (no cache hits), and the second value says so.
     """
     try:
@@ -110,7 +110,7 @@ def _regenerated(
     summary: dict[str, Any], records: Sequence[RequestRecord]
 ) -> dict[int, list[tuple[int, ...]]]:
     # Imported here: runs pulls in the HTTP client stack, tokens the tokenizers.
-    from rayfleet.bench.runs import make_workload
+    from rayfleet.bench.runs import make_workload, stage_workload
     from rayfleet.bench.sim.tokens import file_tokenizer
 
     meta = summary["run"]
@@ -123,7 +123,7 @@ def _regenerated(
         counts[record.stage] = max(counts.get(record.stage, 0), record.index + 1)
     by_stage = {}
     for stage, count in counts.items():
-        specs = replace(workload, seed=seed + stage).take(count)
+        specs = stage_workload(workload, stage).take(count)
         by_stage[stage] = [
             tokenizer.encode(s.prompt)
             if s.prompt is not None

@@ -111,10 +111,15 @@ def stage_config(plan: RunPlan, index: int) -> LoadConfig:
     return dataclasses.replace(plan.base, concurrency=int(load), stage=index)
 
 
+def stage_workload(workload: Workload, index: int) -> Workload:
+    """Stage ``index``'s workload: its own seed, so no stage hits the cache of the one before."""
+    return dataclasses.replace(workload, seed=workload.seed + index)
+
+
 def stage_specs(plan: RunPlan, index: int) -> Iterable[RequestSpec]:
-    """Each stage gets its own seed (no cache hits from the stage before), made up front
-    when its size is known so that building prompts never delays a send."""
-    workload = dataclasses.replace(plan.workload, seed=plan.workload.seed + index)
+    """The stage's requests, made up front when its size is known so that building
+    prompts never delays a send."""
+    workload = stage_workload(plan.workload, index)
     budget = request_budget(stage_config(plan, index))
     if budget is None:
         return workload.requests()

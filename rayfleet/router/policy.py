@@ -254,9 +254,17 @@ class StickyPolicy:
     def _least_loaded(
         self, candidates: Sequence[ReplicaId], saturated: Saturation
     ) -> tuple[ReplicaId, Reason]:
-        """The least loaded unsaturated candidate, else the least loaded ("fallback")."""
         # Among a random window when there are many, to keep a hit's decision O(1).
-        pool = self._sample(candidates)
+        return self._least_unsaturated(self._sample(candidates), saturated)
+
+    def _by_load(self, candidates: Sequence[ReplicaId], saturated: Saturation) -> Pick:
+        return (*self._least_unsaturated(self._rotated(candidates), saturated), None)
+
+    def _least_unsaturated(
+        self, pool: Sequence[ReplicaId], saturated: Saturation
+    ) -> tuple[ReplicaId, Reason]:
+        """The least loaded unsaturated replica of ``pool``, else the least loaded
+        ("fallback"). Ties go to the earliest in ``pool``."""
         least = min(pool, key=self._loads.__getitem__)
         if not saturated(least):
             return least, "load_balance"
@@ -265,17 +273,6 @@ class StickyPolicy:
             if not saturated(replica):
                 return replica, "load_balance"
         return by_load[0], "fallback"
-
-    def _by_load(self, candidates: Sequence[ReplicaId], saturated: Saturation) -> Pick:
-        rotated = self._rotated(candidates)
-        least = min(rotated, key=self._loads.__getitem__)
-        if not saturated(least):
-            return least, "load_balance", None
-        by_load = sorted(rotated, key=self._loads.__getitem__)
-        for replica in by_load:
-            if not saturated(replica):
-                return replica, "load_balance", None
-        return by_load[0], "fallback", None
 
     def _rotated(self, candidates: Sequence[ReplicaId]) -> list[ReplicaId]:
         start = self._rotation % len(candidates)

@@ -316,35 +316,43 @@ def test_client_disconnect_aborts_generation(api: httpx.Client, ops_served: str)
 # --- an engine replica killed under load ------------------------------------------------
 
 
+def shed_wait_s(response: httpx.Response) -> float | None:
+    """How long a client waits before retrying a shed request (429 + Retry-After), as
+    the OpenAI SDK does (capped at 5 s); None if the response was not shed."""
+    if response.status_code == 429 and "retry-after" in response.headers:
+        return min(float(response.headers["retry-after"]), 5)
+    return None
+
+
 def _load(url: str, stop: threading.Event, outcomes: Counter[str]) -> None:
-    """A client that, like the OpenAI SDK, honours 429 + Retry-After; counts final outcomes."""
+    """A client that retries shed requests; counts final outcomes."""
     with httpx.Client(base_url=url, headers=AUTH, timeout=120) as client:
         while not stop.is_set():
             response = client.post("/v1/completions", json=SHORT)
-            while response.status_code == 429 and "retry-after" in response.headers:
+            while (wait_s := shed_wait_s(response)) is not None:
                 outcomes["429 then retried"] += 1
-                time.sleep(min(float(response.headers["retry-after"]), 5))
+                time.sleep(wait_s)
                 response = client.post("/v1/completions", json=SHORT)
             outcomes[str(response.status_code)] += 1
 
 
 def _stream_once(url: str, ends: list[str]) -> None:
     body = {**LONG, "max_tokens": 1200, "stream": True}
-    for _ in range(10):  # a shed stream (429 + Retry-After) is retried, as the SDK does
+    for _ in range(10):
         with httpx.stream(
             "POST", f"{url}/v1/completions", json=body, headers=AUTH, timeout=120
         ) as r:
-            if r.status_code == 429 and "retry-after" in r.headers:
-                wait_s = min(float(r.headers["retry-after"]), 5)
-            elif r.status_code != 200:
-                ends.append(f"status {r.status_code}")
-                return
-            else:
+            wait_s = shed_wait_s(r)
+            if wait_s is None:
+                status = r.status_code
                 events = [line[6:] for line in r.iter_lines() if line.startswith("data: ")]
                 break
         time.sleep(wait_s)
     else:
         ends.append("status 429 ten times")
+        return
+    if status != 200:
+        ends.append(f"status {status}")
         return
     last = json.loads(events[-2]) if len(events) > 1 else {}
     done = bool(events) and events[-1] == "[DONE]"

@@ -4,28 +4,16 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
 import pytest
 
+from rayfleet.platform import local
+
 pytestmark = pytest.mark.e2e
 BIN = Path(sys.executable).parent
 REPO = Path(__file__).resolve().parents[2]
-
-
-def wait_models(url: str, timeout_s: float) -> list[dict]:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        try:
-            response = httpx.get(f"{url}/v1/models", timeout=5)
-            if response.status_code == 200:
-                return list(response.json()["data"])
-        except httpx.HTTPError:
-            pass
-        time.sleep(2)
-    raise TimeoutError(f"{url} did not serve within {timeout_s} s")
 
 
 def test_render_then_serve_deploy(tmp_path: Path) -> None:
@@ -50,7 +38,8 @@ def test_render_then_serve_deploy(tmp_path: Path) -> None:
             [str(BIN / "serve"), "deploy", str(config)], capture_output=True, text=True
         )
         assert deploy.returncode == 0, deploy.stderr
-        models = wait_models("http://127.0.0.1:8000", 600)
+        local.wait_for_answer("http://127.0.0.1:8000/v1/models", 600, poll_s=2)
+        models = httpx.get("http://127.0.0.1:8000/v1/models", timeout=5).json()["data"]
         assert [m["id"] for m in models] == ["tiny-llama"]
         completion = httpx.post(
             "http://127.0.0.1:8000/v1/completions",
