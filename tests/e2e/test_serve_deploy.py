@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -28,14 +29,18 @@ def test_render_then_serve_deploy(tmp_path: Path) -> None:
         ],
         check=True,
     )
+    # `ray start --head` turns token auth on; Ray's CLI clients only send the token
+    # when told the mode (see local.ray_auth_headers).
+    env = {**os.environ, "RAY_AUTH_MODE": "token"}
     subprocess.run(
         [str(BIN / "ray"), "start", "--head", "--disable-usage-stats"],
         check=True,
         capture_output=True,
+        env=env,
     )
     try:
         deploy = subprocess.run(
-            [str(BIN / "serve"), "deploy", str(config)], capture_output=True, text=True
+            [str(BIN / "serve"), "deploy", str(config)], capture_output=True, text=True, env=env
         )
         assert deploy.returncode == 0, deploy.stderr
         local.wait_for_answer("http://127.0.0.1:8000/v1/models", 600, poll_s=2)
