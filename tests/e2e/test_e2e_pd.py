@@ -96,16 +96,23 @@ def _metric_sum(text: str, name: str, must_contain: str = "") -> float:
     return total
 
 
-def _wait_for_metric(name: str, must_contain: str, at_least: float) -> tuple[float, str]:
-    deadline = time.monotonic() + 90  # Ray exports metrics periodically
-    value, text = 0.0, ""
+def _wait_for_decisions(at_least: dict[str, float]) -> tuple[dict[str, float], str]:
+    """PD decision counts by path, once every path reached its floor or 90 s passed.
+
+    Each ingress replica exports its counters on its own period, so one path's series
+    can arrive before another's.
+    """
+    name = "ray_rayfleet_pd_decisions_total"
+    deadline = time.monotonic() + 90
+    counts: dict[str, float] = {}
+    text = ""
     while time.monotonic() < deadline:
         text = httpx.get(METRICS, timeout=10).text
-        value = _metric_sum(text, name, must_contain)
-        if value >= at_least:
+        counts = {path: _metric_sum(text, name, f'path="{path}"') for path in at_least}
+        if all(counts[path] >= floor for path, floor in at_least.items()):
             break
         time.sleep(3)
-    return value, text
+    return counts, text
 
 
 def test_pd_output_equals_unified_and_long_prompts_move_kv(cluster) -> None:
@@ -124,12 +131,9 @@ def test_pd_output_equals_unified_and_long_prompts_move_kv(cluster) -> None:
     assert split == unified
     assert all(text for text in split)
 
-    disaggregated, text = _wait_for_metric(
-        "ray_rayfleet_pd_decisions_total", 'path="disaggregated"', 10
-    )
-    local = _metric_sum(text, "ray_rayfleet_pd_decisions_total", 'path="local"')
+    counts, text = _wait_for_decisions({"disaggregated": 10, "local": 5})
     pd_lines = [line for line in text.splitlines() if "rayfleet_pd" in line]
-    assert (disaggregated, local) == (10, 5), pd_lines
+    assert counts == {"disaggregated": 10, "local": 5}, pd_lines
     assert _metric_sum(text, "ray_rayfleet_pd_fallbacks_total") == 0
 
     # The shared-storage connector loads the full blocks of each prompt minus its last
