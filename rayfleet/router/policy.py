@@ -4,7 +4,7 @@ Order of preference for rank 0:
 
 1. session     - the replica the request's session is pinned to, unless saturated;
 2. cache_hit   - among candidates holding the longest cached prefix, the least loaded
-                 one the engine does not report saturated (waiting requests, full KV);
+                 one whose engine does not report a full KV cache;
    spill       - ...unless the least loaded other replica is cheaper: its in-flight
                  backlog plus the extra prefill it would do (weighted) below the holder's
                  backlog. A hot prefix then gets a second holder;
@@ -16,9 +16,10 @@ Order of preference for rank 0:
                  cached prefix, its holders are still weighed against it).
 
 "Saturated" means past any threshold: router token load, Serve's queue length, or the
-engine's stats. Those router-side proxies keep new prefixes off busy replicas, but do not
-cap a holder: a cold prefill elsewhere usually costs more than queueing behind cached
-requests (virtual arena, docs/benchmarks.md, issue 4).
+engine's stats (waiting requests, KV use). Those keep new prefixes off busy replicas, but
+only a full KV cache rules a holder out: a cold prefill elsewhere usually costs more than
+queueing behind cached requests, so a busy holder is weighed by the spill rule instead
+(virtual arena, docs/benchmarks.md, issue 4).
 
 Rank 1 offers ``fallback_replicas`` lightly loaded other candidates, so Serve has
 somewhere to go when rank 0 turns out to be full without calling us again.
@@ -107,7 +108,7 @@ class Saturation:
     now: float
     stale: int = 0
     _memo: dict[ReplicaId, bool] = field(default_factory=dict)
-    _engine_memo: dict[ReplicaId, bool] = field(default_factory=dict)
+    _engine_memo: dict[ReplicaId, tuple[bool, bool]] = field(default_factory=dict)
 
     def __call__(self, replica: ReplicaId) -> bool:
         known = self._memo.get(replica)
@@ -115,12 +116,10 @@ class Saturation:
             known = self._memo[replica] = self._check(replica)
         return known
 
-    def engine(self, replica: ReplicaId) -> bool:
-        """Saturated by the engine's own report (requests waiting, KV cache full) only."""
-        known = self._engine_memo.get(replica)
-        if known is None:
-            known = self._engine_memo[replica] = self._check_engine(replica)
-        return known
+    def cache_full(self, replica: ReplicaId) -> bool:
+        """The engine reports its KV cache full (or its stats are stale, if stale means
+        saturated)."""
+        return self._engine(replica)[0]
 
     def _check(self, replica: ReplicaId) -> bool:
         settings = self.settings
@@ -129,19 +128,27 @@ class Saturation:
         queue_len = self.queue_len(replica) if self.queue_len is not None else None
         if queue_len is not None and queue_len >= settings.saturation_queue_len:
             return True
-        return self.engine(replica)
+        return any(self._engine(replica))
 
-    def _check_engine(self, replica: ReplicaId) -> bool:
+    def _engine(self, replica: ReplicaId) -> tuple[bool, bool]:
+        """(KV cache full, too many waiting requests) by the engine's own report."""
+        known = self._engine_memo.get(replica)
+        if known is None:
+            known = self._engine_memo[replica] = self._check_engine(replica)
+        return known
+
+    def _check_engine(self, replica: ReplicaId) -> tuple[bool, bool]:
         settings = self.settings
         stats = self.stats.get(replica)
         if stats is None:
-            return False
+            return False, False
         if stats.age(self.now) > settings.stats_staleness_s:
             self.stale += 1
-            return settings.stale_stats == "saturated"
+            verdict = settings.stale_stats == "saturated"
+            return verdict, verdict
         return (
-            stats.num_waiting >= settings.saturation_waiting
-            or stats.kv_cache_usage >= settings.saturation_kv_usage
+            stats.kv_cache_usage >= settings.saturation_kv_usage,
+            stats.num_waiting >= settings.saturation_waiting,
         )
 
 
@@ -223,10 +230,11 @@ class StickyPolicy:
         Cost = in-flight token load + the prompt tokens it must prefill, the spill's
         extra prefill weighted ``SPILL_PREFILL_WEIGHT``. A hot prefix stays where it is
         cached until that replica's backlog outweighs a cold prefill elsewhere; then it
-        spills, and the prefix is cached on both. Only the engine's own report (waiting
-        requests, full KV cache) rules a holder out: the router's load proxies (token
-        load, queue length) are weighed by the cost instead, since a cold prefill on an
-        idler replica usually costs more than queueing behind cached requests.
+        spills, and the prefix is cached on both. Only a full KV cache rules a holder
+        out: load (token load, queue length, waiting requests) is weighed by the cost
+        instead, since a cold prefill on an idler replica usually costs more than
+        queueing behind cached requests. Waiting requests as a veto made 15% more cold
+        prefills and doubled TTFT p90 at 20 groups (virtual arena, issue 4).
         """
         match = cache.index.longest_match(cache.keys, candidate_set)
         if match.blocks < self.settings.min_match_blocks:
@@ -234,7 +242,7 @@ class StickyPolicy:
         loads = self._loads
         hit = None
         for replica in sorted(match.replicas, key=loads.__getitem__):
-            if not saturated.engine(replica):
+            if not saturated.cache_full(replica):
                 hit = replica
                 break
         spill, spill_reason = self._least_loaded(candidates, saturated)

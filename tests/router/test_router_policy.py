@@ -74,20 +74,32 @@ def test_router_load_proxies_do_not_cap_a_holder(make_router: MakeRouter, route:
     assert (decision.chosen, decision.reason) == (sticky, "cache_hit")
 
 
-def test_engine_stats_mark_a_holder_saturated(
+def test_only_a_full_kv_cache_rules_a_holder_out(
     make_router: MakeRouter, route: Route, clock: Clock
 ) -> None:
     router = make_router()
     sticky = route(router, "a", ask("q1"))
     prepared = router.prepare(ask("q2"), "b")
-    router.update_replica(sticky, {"num_waiting": 4, "reported_at": clock.now}, clock.now)
-    assert router.choose(("r0", "r1", "r2"), prepared).reason == "load_balance"
+    # Waiting requests are load, weighed by the spill rule, not a veto.
+    router.update_replica(sticky, {"num_waiting": 9, "reported_at": clock.now}, clock.now)
+    assert router.choose(("r0", "r1", "r2"), prepared).reason == "cache_hit"
 
     router.update_replica(sticky, {"kv_cache_usage": 0.99, "reported_at": clock.now}, clock.now)
     assert router.choose(("r0", "r1", "r2"), prepared).reason == "load_balance"
 
-    router.update_replica(sticky, {"num_waiting": 1, "reported_at": clock.now}, clock.now)
+    router.update_replica(sticky, {"kv_cache_usage": 0.5, "reported_at": clock.now}, clock.now)
     assert router.choose(("r0", "r1", "r2"), prepared).reason == "cache_hit"
+
+
+def test_waiting_requests_keep_new_prefixes_off_a_replica(
+    make_router: MakeRouter, clock: Clock
+) -> None:
+    router = make_router()
+    for replica in ("r0", "r1"):
+        router.update_replica(replica, {"num_waiting": 4, "reported_at": clock.now}, clock.now)
+    for i in range(3):
+        prepared = router.prepare(PromptInput(text=f"unrelated prompt {i} " * 20), str(i))
+        assert router.choose(("r0", "r1", "r2"), prepared).chosen == "r2"
 
 
 def test_queue_length_keeps_new_prefixes_off_a_replica(make_router: MakeRouter) -> None:
