@@ -65,6 +65,9 @@ COUNTER_WAIT_S = 60.0
 DEPLOY_TIMEOUT_S = 900.0
 REQUEST_TIMEOUT_S = 300.0
 WARMUP_REQUESTS_PER_REPLICA = 2
+# Long enough (1,080 requests at the 6 req/s wall limit) for a replica offered more
+# than its capacity to show it: in 90 s a hot replica's queue had barely begun to grow.
+DEFAULT_DURATION_S = 180.0
 # Real vLLM-CPU engines: KV cache per engine, in blocks (1 GiB of the tiny model's KV).
 VLLM_KV_BLOCKS = 4096
 
@@ -77,7 +80,7 @@ class ArenaOptions:
     replicas: int = 8
     engine: str = "sim"
     rate: float | None = None
-    duration_s: float = 90.0
+    duration_s: float = DEFAULT_DURATION_S
     seed: int = 0
     time_scale: float | None = None
     max_wall_rate: float = sizing.DEFAULT_MAX_WALL_RATE

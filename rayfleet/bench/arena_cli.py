@@ -10,7 +10,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from rayfleet.bench.arena import ENGINES, ROUTERS, ArenaOptions, run_arena
+from rayfleet.bench.arena import DEFAULT_DURATION_S, ENGINES, ROUTERS, ArenaOptions, run_arena
 from rayfleet.bench.arena_results import RESULT_FILE, ROUTER_METRICS
 from rayfleet.bench.arena_sizing import DEFAULT_MAX_WALL_RATE, WORKLOAD_NAMES, SizingError
 from rayfleet.bench.workloads import WorkloadError, parse_params
@@ -49,7 +49,9 @@ def arena(
         float | None,
         typer.Option(help="Wall requests/s (default: 70% of the estimated capacity)."),
     ] = None,
-    duration: Annotated[float, typer.Option(help="Seconds of sending per router.")] = 90.0,
+    duration: Annotated[
+        float, typer.Option(help="Seconds of sending per router.")
+    ] = DEFAULT_DURATION_S,
     seed: Annotated[int, typer.Option(help="Workload and arrival seed.")] = 0,
     time_scale: Annotated[
         float | None,

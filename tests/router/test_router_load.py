@@ -21,7 +21,7 @@ def routed_load(router: CacheAwareRouter, request_id: str, replica: str, request
 
 
 def test_load_is_uncached_prefill_plus_expected_decode(make_router: MakeRouter) -> None:
-    router = make_router()
+    router = make_router(decode_token_weight=1)
     assert routed_load(router, "a", "r0", PromptInput(PROMPT, max_tokens=50)) == 150
     # Same prompt again: 3 blocks (96 tokens) are cached, 4 prompt tokens are not.
     assert routed_load(router, "b", "r0", PromptInput(PROMPT, max_tokens=50)) == 150 + 54
@@ -36,14 +36,14 @@ def test_decode_tokens_use_default_cap_and_weight(make_router: MakeRouter) -> No
 
 
 def test_completion_releases_exactly_what_was_counted(make_router: MakeRouter) -> None:
-    router = make_router()
+    router = make_router(decode_token_weight=3)
     routed_load(router, "a", "r0", PromptInput(PROMPT, max_tokens=50))
     routed_load(router, "b", "r0", PromptInput("y" * 40, max_tokens=10))
     router.on_completed("a", "r0")
-    assert router.inflight.load("r0") == 20
+    assert router.inflight.load("r0") == 10 + 3 * 10
     router.on_completed("a", "r0")  # twice: no effect
     router.on_completed("b", "r1")  # a rejected attempt elsewhere: no effect
-    assert router.inflight.load("r0") == 20
+    assert router.inflight.load("r0") == 10 + 3 * 10
     router.on_completed("b", "r0")
     assert router.inflight.load("r0") == 0
     assert router.inflight.inflight_requests() == 0

@@ -36,7 +36,7 @@ def test_sticks_to_the_replica_holding_the_prefix(make_router: MakeRouter, route
 def test_spills_a_hot_prefix_once_its_backlog_outweighs_a_cold_prefill(
     make_router: MakeRouter, route: Route
 ) -> None:
-    router = make_router()
+    router = make_router(decode_token_weight=1)
     sticky = route(router, "a", ask("q1"))
     others = [r for r in ("r0", "r1", "r2") if r != sticky]
     # A backlog (load beyond one step's tokens) below 4 × the 288 cached tokens: stay.
@@ -227,7 +227,7 @@ def test_session_affinity_pins_a_session(make_router: MakeRouter, route: Route) 
 
 
 def test_session_moves_when_its_replica_saturates(make_router: MakeRouter, route: Route) -> None:
-    router = make_router(session_affinity="user", saturation_tokens=300)
+    router = make_router(session_affinity="user", saturation_tokens=300, decode_token_weight=1)
     pinned = route(router, "a", PromptInput(text="hello " * 50, session="u1", max_tokens=400))
     moved = route(router, "b", PromptInput(text="again " * 50, session="u1"))
     assert moved != pinned
