@@ -10,8 +10,9 @@ Order of preference for rank 0:
                  backlog. A hot prefix then gets a second holder;
 3. exploration - only for requests no candidate has cached: with probability
                  ``exploration``, a random unsaturated candidate;
-4. load_balance - the unsaturated candidate with the least in-flight token load
-                  (ties rotate, so an idle fleet is used round-robin);
+4. load_balance - among unsaturated candidates within one request's load of the least
+                  in-flight token load, the least recently picked (an idle fleet is
+                  used round-robin);
 5. fallback    - everything is saturated: the least loaded candidate anyway (with a
                  cached prefix, its holders are still weighed against it).
 
@@ -29,6 +30,7 @@ from __future__ import annotations
 
 import heapq
 import random
+from collections import defaultdict
 from collections.abc import Callable, Mapping, Sequence, Set
 from dataclasses import dataclass, field
 from typing import Any, Literal, get_args
@@ -165,7 +167,9 @@ class StickyPolicy:
         self._stats = stats
         self._sessions = sessions
         self._rng = random.Random(settings.seed)
-        self._rotation = 0
+        # Decision number of each replica's last pick (0: never), to spread near-ties.
+        self._last_pick: defaultdict[ReplicaId, int] = defaultdict(int)
+        self._picks = 0
 
     def decide(
         self,
@@ -186,10 +190,12 @@ class StickyPolicy:
             self._by_session(request, candidate_set, saturated)
             or self._by_cache(cache, candidates, candidate_set, saturated)
             or self._by_exploration(candidates, saturated)
-            or self._by_load(candidates, saturated)
+            or self._by_load(candidates, saturated, self._own_load(request))
         )
         if matched is None:
             matched = cache.index.matched_blocks(chosen, cache.keys)
+        self._picks += 1
+        self._last_pick[chosen] = self._picks
         ranks = [[chosen]]
         fallbacks = self._fallbacks(candidates, chosen)
         if fallbacks:
@@ -265,8 +271,27 @@ class StickyPolicy:
         # Among a random window when there are many, to keep a hit's decision O(1).
         return self._least_unsaturated(self._sample(candidates), saturated)
 
-    def _by_load(self, candidates: Sequence[ReplicaId], saturated: Saturation) -> Pick:
-        return (*self._least_unsaturated(self._rotated(candidates), saturated), None)
+    def _own_load(self, request: PreparedRequest) -> float:
+        return request.prompt_tokens + self.settings.decode_token_weight * request.decode_tokens
+
+    def _by_load(
+        self, candidates: Sequence[ReplicaId], saturated: Saturation, slack: float
+    ) -> Pick:
+        """The least recently picked unsaturated replica within ``slack`` (one request's
+        load) of the least loaded; among a random window when there are many.
+
+        Strictly least loaded sends a burst of arrivals to one replica while it stays
+        lowest, and their prefills queue behind each other: in-flight load cannot see a
+        prefill finish. Spreading near-ties by recency kept TTFT p90 at round-robin's
+        (0.10 s vs 0.26 s, virtual synthetic arena, issue 4).
+        """
+        pool = self._sample(candidates)
+        loads = self._loads
+        floor = min(loads[replica] for replica in pool) + slack
+        near = [r for r in pool if loads[r] <= floor and not saturated(r)]
+        if near:
+            return min(near, key=self._last_pick.__getitem__), "load_balance", None
+        return (*self._least_unsaturated(pool, saturated), None)
 
     def _least_unsaturated(
         self, pool: Sequence[ReplicaId], saturated: Saturation
@@ -281,11 +306,6 @@ class StickyPolicy:
             if not saturated(replica):
                 return replica, "load_balance"
         return by_load[0], "fallback"
-
-    def _rotated(self, candidates: Sequence[ReplicaId]) -> list[ReplicaId]:
-        start = self._rotation % len(candidates)
-        self._rotation += 1
-        return [*candidates[start:], *candidates[:start]]
 
     def _sample(self, candidates: Sequence[ReplicaId]) -> Sequence[ReplicaId]:
         if len(candidates) <= FALLBACK_SAMPLE:

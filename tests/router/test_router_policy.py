@@ -102,6 +102,37 @@ def test_waiting_requests_keep_new_prefixes_off_a_replica(
         assert router.choose(("r0", "r1", "r2"), prepared).chosen == "r2"
 
 
+def _burst(router: CacheAwareRouter, count: int) -> list[Any]:
+    picks = []
+    for i in range(count):
+        prepared = router.prepare(PromptInput(text=f"fresh prompt {i} " * 20), f"n{i}")
+        chosen = router.choose(("r0", "r1", "r2"), prepared).chosen
+        router.on_routed(f"n{i}", chosen)
+        picks.append(chosen)
+    return picks
+
+
+def test_a_burst_of_new_prompts_spreads_over_near_least_loaded_replicas(
+    make_router: MakeRouter,
+) -> None:
+    # r0 is idle, the others 1.5 requests busier: strictly least loaded would stack
+    # the first two prefills on r0.
+    router = make_router(exploration=0)
+    sample = router.prepare(PromptInput(text="fresh prompt 0 " * 20))
+    one_request = sample.prompt_tokens + 4.0 * sample.decode_tokens
+    assert router.settings.decode_token_weight == 4.0
+    for replica in ("r1", "r2"):
+        router.inflight.on_routed(f"old-{replica}", replica, 1.5 * one_request)
+    assert sorted(_burst(router, 3)) == ["r0", "r1", "r2"]
+
+
+def test_a_much_busier_replica_gets_no_new_prompt(make_router: MakeRouter) -> None:
+    router = make_router(exploration=0)
+    for replica in ("r1", "r2"):
+        router.inflight.on_routed(f"old-{replica}", replica, 10_000.0)
+    assert _burst(router, 2) == ["r0", "r0"]
+
+
 def test_queue_length_keeps_new_prefixes_off_a_replica(make_router: MakeRouter) -> None:
     router = make_router()
     full_queue = {"r0": 16, "r1": 16}.get
