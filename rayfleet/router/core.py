@@ -97,6 +97,7 @@ class CacheAwareRouter:
         self.inflight.remove_replica(replica)
         self.stats.pop(replica, None)
         self.sessions.drop_values(replica)
+        self.policy.forget(replica)
         self._candidates = None  # re-register whatever candidates the next call brings
 
     # --- requests ---------------------------------------------------------------------
@@ -179,7 +180,7 @@ class CacheAwareRouter:
             return
         now = self.clock()
         uncached = max(0, request.prompt_tokens - self._matched_tokens(replica, request, now))
-        load = uncached + self.settings.decode_token_weight * request.decode_tokens
+        load = request.load(uncached, self.settings.decode_token_weight)
         self.inflight.on_routed(request_id, replica, load)
         self.approx.insert_chain(replica, request.approx_keys)
         if self.precise is not None and request.token_keys:

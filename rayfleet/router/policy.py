@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import heapq
 import random
-from collections import defaultdict
 from collections.abc import Callable, Mapping, Sequence, Set
 from dataclasses import dataclass, field
 from typing import Any, Literal, get_args
@@ -73,6 +72,10 @@ class PreparedRequest:
     decode_tokens: int
     token_keys: list[BlockKey] | None = None
     session: str | None = None
+
+    def load(self, uncached_tokens: float, decode_token_weight: float) -> float:
+        """Token load while in flight: uncached prefill plus weighted expected decode."""
+        return uncached_tokens + decode_token_weight * self.decode_tokens
 
 
 @dataclass(frozen=True, slots=True)
@@ -168,8 +171,12 @@ class StickyPolicy:
         self._sessions = sessions
         self._rng = random.Random(settings.seed)
         # Decision number of each replica's last pick (0: never), to spread near-ties.
-        self._last_pick: defaultdict[ReplicaId, int] = defaultdict(int)
+        self._last_pick: dict[ReplicaId, int] = {}
         self._picks = 0
+
+    def forget(self, replica: ReplicaId) -> None:
+        """Drop what the policy remembers of a replica that left."""
+        self._last_pick.pop(replica, None)
 
     def decide(
         self,
@@ -190,7 +197,11 @@ class StickyPolicy:
             self._by_session(request, candidate_set, saturated)
             or self._by_cache(cache, candidates, candidate_set, saturated)
             or self._by_exploration(candidates, saturated)
-            or self._by_load(candidates, saturated, self._own_load(request))
+            or self._by_load(
+                candidates,
+                saturated,
+                request.load(request.prompt_tokens, self.settings.decode_token_weight),
+            )
         )
         if matched is None:
             matched = cache.index.matched_blocks(chosen, cache.keys)
@@ -271,9 +282,6 @@ class StickyPolicy:
         # Among a random window when there are many, to keep a hit's decision O(1).
         return self._least_unsaturated(self._sample(candidates), saturated)
 
-    def _own_load(self, request: PreparedRequest) -> float:
-        return request.prompt_tokens + self.settings.decode_token_weight * request.decode_tokens
-
     def _by_load(
         self, candidates: Sequence[ReplicaId], saturated: Saturation, slack: float
     ) -> Pick:
@@ -290,7 +298,8 @@ class StickyPolicy:
         floor = min(loads[replica] for replica in pool) + slack
         near = [r for r in pool if loads[r] <= floor and not saturated(r)]
         if near:
-            return min(near, key=self._last_pick.__getitem__), "load_balance", None
+            last_pick = self._last_pick
+            return min(near, key=lambda r: last_pick.get(r, 0)), "load_balance", None
         return (*self._least_unsaturated(pool, saturated), None)
 
     def _least_unsaturated(
