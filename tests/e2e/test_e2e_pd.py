@@ -13,8 +13,9 @@ import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TypeVar
 
 import httpx
 import openai
@@ -33,6 +34,7 @@ MODEL = "tiny-llama"
 API = "http://127.0.0.1:8000/v1"
 METRICS = "http://127.0.0.1:8080/metrics"
 EXTERNAL_HITS = "ray_vllm_external_prefix_cache_hits_total"
+T = TypeVar("T")
 BLOCK = 128  # vLLM-CPU's block size; the shared-storage connector moves full blocks only
 
 
@@ -96,23 +98,18 @@ def _metric_sum(text: str, name: str, must_contain: str = "") -> float:
     return total
 
 
-def _wait_for_decisions(at_least: dict[str, float]) -> tuple[dict[str, float], str]:
-    """PD decision counts by path, once every path reached its floor or 90 s passed.
+def _scrape_until(read: Callable[[str], T], done: Callable[[T], bool]) -> T:
+    """``read`` of the metrics page, once ``done`` or after 90 s.
 
-    Each ingress replica exports its counters on its own period, so one path's series
-    can arrive before another's.
+    Ray exports each process's metrics on its own period, so one series can arrive
+    before another.
     """
-    name = "ray_rayfleet_pd_decisions_total"
     deadline = time.monotonic() + 90
-    counts: dict[str, float] = {}
-    text = ""
-    while time.monotonic() < deadline:
-        text = httpx.get(METRICS, timeout=10).text
-        counts = {path: _metric_sum(text, name, f'path="{path}"') for path in at_least}
-        if all(counts[path] >= floor for path, floor in at_least.items()):
-            break
+    value = read(httpx.get(METRICS, timeout=10).text)
+    while not done(value) and time.monotonic() < deadline:
         time.sleep(3)
-    return counts, text
+        value = read(httpx.get(METRICS, timeout=10).text)
+    return value
 
 
 def test_pd_output_equals_unified_and_long_prompts_move_kv(cluster) -> None:
@@ -131,7 +128,15 @@ def test_pd_output_equals_unified_and_long_prompts_move_kv(cluster) -> None:
     assert split == unified
     assert all(text for text in split)
 
-    counts, text = _wait_for_decisions({"disaggregated": 10, "local": 5})
+    wanted = {"disaggregated": 10, "local": 5}
+
+    def decisions(text: str) -> tuple[dict[str, float], str]:
+        name = "ray_rayfleet_pd_decisions_total"
+        return {path: _metric_sum(text, name, f'path="{path}"') for path in wanted}, text
+
+    counts, text = _scrape_until(
+        decisions, lambda read: all(read[0][p] >= n for p, n in wanted.items())
+    )
     pd_lines = [line for line in text.splitlines() if "rayfleet_pd" in line]
     assert counts == {"disaggregated": 10, "local": 5}, pd_lines
     assert _metric_sum(text, "ray_rayfleet_pd_fallbacks_total") == 0
@@ -141,13 +146,15 @@ def test_pd_output_equals_unified_and_long_prompts_move_kv(cluster) -> None:
     # maxima means every disaggregated request hit, on every block it could.
     expected = sum((n - 1) // BLOCK * BLOCK for n in lengths)
     decode_replicas = _replica_ids("tiny-llama-decode")
-    deadline = time.monotonic() + 90  # Ray exports metrics periodically
-    hits, series = 0.0, {}
-    while time.monotonic() < deadline and hits < expected:
-        series = _by_replica(httpx.get(METRICS, timeout=10).text, EXTERNAL_HITS)
-        hits = sum(v for rid, v in series.items() if rid in decode_replicas)
-        time.sleep(3)
-    assert hits == expected, (decode_replicas, series)
+
+    def decode_hits(series: dict[str, float]) -> float:
+        return sum(v for rid, v in series.items() if rid in decode_replicas)
+
+    series = _scrape_until(
+        lambda text: _by_replica(text, EXTERNAL_HITS),
+        lambda read: decode_hits(read) >= expected,
+    )
+    assert decode_hits(series) == expected, (decode_replicas, series)
 
 
 def _replica_ids(deployment: str) -> set[str]:
