@@ -17,16 +17,14 @@ As in ``deployments.pd`` (decode as orchestrator), each request goes to the leas
 busy decode engine on arrival (requests in remote prefill count), which decides with
 its own cache and its own remote-prefill count, and decodes the request either way.
 
-Run: ``python -m rayfleet.bench.pd_sim --replicas 4 --prefill 1 --rate 6``
-(``--param long_input_len=2048`` etc. change the pd-mix workload).
+Run: ``rayfleet bench pd-arena --replicas 4 --prefill 1 --rate 6 --out DIR``
+(``--param long_input_len=8192`` changes the pd-mix workload, ``--sim`` the engines).
 """
 
 from __future__ import annotations
 
-import argparse
 import heapq
 import itertools
-import json
 import random
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -37,7 +35,7 @@ from rayfleet.bench.sim.engine import SimEngineCore, SimRequest, StepPlan
 from rayfleet.bench.sim.params import SimParams
 from rayfleet.bench.sim.tokens import load_sim_tokenizer
 from rayfleet.bench.text import TextMaker, load_tokenizer
-from rayfleet.bench.workloads import build_workload, parse_params
+from rayfleet.bench.workloads import build_workload
 from rayfleet.deployments.pd_policy import PDPolicy, choose_path
 from rayfleet.platform.tiny_model import ensure_tiny
 
@@ -253,36 +251,10 @@ def compare(
     policy: PDPolicy,
     params: SimParams,
     workload: Mapping[str, Any] | None = None,
+    seed: int = 0,
 ) -> dict[str, dict[str, float]]:
-    arrivals = pd_mix_arrivals(count, rate, workload=workload)
+    arrivals = pd_mix_arrivals(count, rate, seed, workload)
     return {
         mode: summarize(simulate(mode, arrivals, replicas, prefill, params, policy))
         for mode in MODES
     }
-
-
-def main(argv: Sequence[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--replicas", type=int, default=4)
-    parser.add_argument("--prefill", type=int, default=1)
-    parser.add_argument("--rate", type=float, default=6.0, help="requests per simulated second")
-    parser.add_argument("--requests", type=int, default=600)
-    parser.add_argument("--min-uncached-tokens", type=int, default=256)
-    parser.add_argument("--max-prefill-queue", type=int, default=8)
-    parser.add_argument(
-        "--param", action="append", default=[], help="pd-mix parameter KEY=VALUE (repeatable)"
-    )
-    args = parser.parse_args(argv)
-    policy = PDPolicy(args.min_uncached_tokens, args.max_prefill_queue)
-    params = SimParams()
-    workload = parse_params(args.param)
-    result: dict[str, Any] = compare(
-        args.replicas, args.prefill, args.rate, args.requests, policy, params, workload
-    )
-    # No decode can beat a step that carries only itself: TPOT below this is impossible.
-    result["tpot_floor_s"] = params.step_time(0, 1, 0, 0)
-    print(json.dumps(result, indent=2))
-
-
-if __name__ == "__main__":
-    main()

@@ -15,6 +15,7 @@ from rich.table import Table
 from rayfleet.bench.arena_cli import arena
 from rayfleet.bench.baselines_cli import baselines
 from rayfleet.bench.cli import bench_app
+from rayfleet.bench.pd_arena_cli import pd_arena
 from rayfleet.bench.profiles_cli import profiles_app
 from rayfleet.bench.recommend_cli import recommend_command
 from rayfleet.bench.sim.app import render_sim_serve_config
@@ -34,6 +35,7 @@ app.command("recommend")(recommend_command)
 bench_app.command()(baselines)
 bench_app.command("router-cost")(router_cost)
 bench_app.command()(arena)
+bench_app.command("pd-arena")(pd_arena)
 console = Console()
 err = Console(stderr=True)
 

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
+from typer.testing import CliRunner
 
-from rayfleet.bench.pd_sim import Arrival, main, simulate, summarize
+from rayfleet.bench.pd_sim import Arrival, simulate, summarize
 from rayfleet.bench.sim.params import SimParams
 from rayfleet.deployments.pd_policy import PDPolicy
+from rayfleet.platform.cli import app
 
 PARAMS = SimParams(block_size=16, num_kv_blocks=256, max_model_len=1024)
 POLICY = PDPolicy(min_uncached_tokens=100, max_prefill_queue=8)
@@ -77,13 +80,31 @@ def test_remote_prefill_decodes_on_the_deciding_engine() -> None:
     assert set(remote.final.token_times) <= set(busy.final.token_times)
 
 
-def test_cli_passes_pd_mix_params_and_reports_the_tpot_floor(
-    capsys: pytest.CaptureFixture[str],
-) -> None:
-    main(["--rate", "20", "--requests", "30", "--param", "long_fraction=1"])
-    result = json.loads(capsys.readouterr().out)
+def test_pd_arena_cli_passes_workload_and_sim_params(tmp_path: Path) -> None:
+    args = ["bench", "pd-arena", "--out", str(tmp_path), "--rate", "20", "--requests", "30"]
+    result = CliRunner().invoke(app, [*args, "-p", "long_fraction=1", "--sim", "step_base_s=0.01"])
+    assert result.exit_code == 0, result.output
+    document = json.loads((tmp_path / "pd_arena.json").read_text())
     # every prompt is long, so conditional sends each one through the prefill pool
-    assert result["conditional"]["disaggregated"] == 30
-    floor = result["tpot_floor_s"]
-    assert floor == SimParams().step_time(0, 1, 0, 0)
-    assert all(result[mode]["tpot_p50_s"] >= floor for mode in ("unified", "conditional"))
+    assert document["modes"]["conditional"]["disaggregated"] == 30
+    floor = document["tpot_floor_s"]
+    assert floor == SimParams(step_base_s=0.01).step_time(0, 1, 0, 0)
+    assert all(document["modes"][m]["tpot_p50_s"] >= floor for m in ("unified", "conditional"))
+    assert document["settings"]["sim"]["step_base_s"] == 0.01
+
+
+@pytest.mark.parametrize(
+    ("extra", "named"),
+    [
+        (["--sim", "step_base_s=-1"], "step_base_s"),
+        (["--sim", "no_such_field=1"], "no_such_field"),
+        (["--prefill", "4"], "prefill"),
+        (["-p", "long_input_len=5000", "-p", "long_fraction=1"], "maximum context length"),
+    ],
+)
+def test_pd_arena_cli_names_bad_input(tmp_path: Path, extra: list[str], named: str) -> None:
+    args = ["bench", "pd-arena", "--out", str(tmp_path), "--requests", "20", *extra]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 2
+    assert named in result.output
+    assert not (tmp_path / "pd_arena.json").exists()
