@@ -59,10 +59,14 @@ FIXED_PARAMS: dict[str, dict[str, Any]] = {
         "output_len": 64,
     },
     "synthetic": {"input_len": 1024, "output_len": 64},
+    # Chat users of 4 apps: each app's sessions share its system prompt (the case that
+    # hot-spots a purely prefix-affine router); sessions of 2-10 turns start and end at
+    # different times.
     "multi-turn": {
         "num_sessions": 32,
-        "turns": 6,
+        "turns": "uniform:2:10",
         "system_prompt_len": 1024,
+        "num_system_prompts": 4,
         "user_len": 128,
         "output_len": 64,
     },

@@ -104,9 +104,15 @@ class SharedPrefixParams(_Params):
 
 
 class MultiTurnParams(_Params):
-    num_sessions: int = Field(8, ge=1)
-    turns: int = Field(4, ge=1)
+    num_sessions: int = Field(8, ge=1, description="Sessions open at once.")
+    turns: Length = Field(parse_length(4), description="Turns of each session.")
     system_prompt_len: int = Field(0, ge=0)
+    num_system_prompts: int = Field(
+        0,
+        ge=0,
+        description="Distinct system prompts, shared by the sessions in turn as the users of "
+        "one app share its prompt; 0 gives every session its own.",
+    )
     user_len: Length = parse_length(64)
     output_len: Length = parse_length(64)
 
@@ -163,33 +169,49 @@ def shared_prefix(
 def multi_turn(p: MultiTurnParams, maker: TextMaker, rng: random.Random) -> Iterator[RequestSpec]:
     """Chat sessions whose every turn resends the conversation so far.
 
-    Assistant replies are made-up texts of output_len tokens, so the stream stays
-    pure; sessions are interleaved turn by turn, and new ones start when all end.
+    num_sessions are open at once and take turns in rotation. Each has its own number
+    of turns; one that ends is replaced by a new session, so sessions start and end at
+    different times, as in live chat traffic. Assistant replies are made-up texts of
+    output_len tokens, so the stream stays pure.
     """
-    for generation in itertools.count():
-        sessions = [_conversation(p, maker, rng) for _ in range(p.num_sessions)]
-        for turn in range(p.turns):
-            for index, conversation in enumerate(sessions):
-                messages, reply_len = conversation[turn]
-                yield RequestSpec(
-                    messages=messages,
-                    max_tokens=reply_len,
-                    input_tokens=sum(maker.count(m["content"]) for m in messages),
-                    ignore_eos=p.ignore_eos,
-                    session_id=f"session-{generation}-{index}",
-                    turn=turn,
-                )
+    opened = itertools.count()
+    length = p.system_prompt_len
+    shared = [maker.text(rng, length) for _ in range(p.num_system_prompts if length else 0)]
+
+    def open_session() -> tuple[str, list[tuple[tuple[dict[str, str], ...], int]]]:
+        index = next(opened)
+        own = shared[index % len(shared)] if shared else maker.text(rng, length) if length else ""
+        return f"session-{index}", _conversation(p, maker, rng, own)
+
+    slots = [open_session() for _ in range(p.num_sessions)]
+    positions = [0] * p.num_sessions
+    while True:
+        for slot in range(p.num_sessions):
+            if positions[slot] == len(slots[slot][1]):
+                slots[slot], positions[slot] = open_session(), 0
+            session_id, conversation = slots[slot]
+            turn = positions[slot]
+            positions[slot] += 1
+            messages, reply_len = conversation[turn]
+            yield RequestSpec(
+                messages=messages,
+                max_tokens=reply_len,
+                input_tokens=sum(maker.count(m["content"]) for m in messages),
+                ignore_eos=p.ignore_eos,
+                session_id=session_id,
+                turn=turn,
+            )
 
 
 def _conversation(
-    p: MultiTurnParams, maker: TextMaker, rng: random.Random
+    p: MultiTurnParams, maker: TextMaker, rng: random.Random, system_prompt: str
 ) -> list[tuple[tuple[dict[str, str], ...], int]]:
     """Per turn: the messages sent, and the reply length asked for."""
     history: list[dict[str, str]] = []
     if p.system_prompt_len:
-        history.append({"role": "system", "content": maker.text(rng, p.system_prompt_len)})
+        history.append({"role": "system", "content": system_prompt})
     turns = []
-    for _ in range(p.turns):
+    for _ in range(p.turns.sample(rng)):
         history.append({"role": "user", "content": maker.text(rng, p.user_len.sample(rng))})
         reply_len = p.output_len.sample(rng)
         turns.append((tuple(history), reply_len))

@@ -84,12 +84,35 @@ def test_shared_prefix_groups_share_exact_system_prompts(maker):
 def test_multi_turn_resends_the_conversation(maker):
     params = {"num_sessions": "2", "turns": "3", "user_len": "5", "output_len": "4"}
     specs = build_workload("multi-turn", params, maker).take(6)
-    first = [s for s in specs if s.session_id == "session-0-0"]
+    first = [s for s in specs if s.session_id == "session-0"]
     assert [s.turn for s in first] == [0, 1, 2]
     assert [len(s.messages) for s in first] == [1, 3, 5]
     assert first[2].messages[:3] == first[1].messages
     assert [m["role"] for m in first[2].messages] == ["user", "assistant"] * 2 + ["user"]
     assert maker.count(first[2].messages[1]["content"]) == 4
+
+
+def test_multi_turn_sessions_end_and_are_replaced_at_different_times(maker):
+    params = {"num_sessions": "3", "turns": "uniform:1:4", "user_len": "3", "output_len": "2"}
+    specs = build_workload("multi-turn", params, maker, seed=1).take(40)
+    turns_by_session: dict[str, list[int]] = {}
+    for spec in specs:
+        turns_by_session.setdefault(spec.session_id, []).append(spec.turn)
+    assert all(t == list(range(len(t))) for t in turns_by_session.values())
+    finished = list(turns_by_session.values())[:-3]  # the last 3 may be cut off
+    assert {len(t) for t in finished} > {1} and max(len(t) for t in finished) <= 4
+    # rotation over 3 open slots: every window of 3 consecutive requests is 3 sessions
+    assert all(len({s.session_id for s in specs[i : i + 3]}) == 3 for i in range(0, 39, 3))
+
+
+def test_multi_turn_sessions_share_the_apps_system_prompts(maker):
+    params = {"num_sessions": "6", "turns": "2", "system_prompt_len": "8", "user_len": "3"}
+    first_turns = build_workload("multi-turn", {**params, "num_system_prompts": "2"}, maker)
+    systems = [s.messages[0]["content"] for s in first_turns.take(6)]
+    assert systems[0::2] == [systems[0]] * 3 and systems[1::2] == [systems[1]] * 3
+    assert systems[0] != systems[1]
+    own = build_workload("multi-turn", params, maker).take(6)
+    assert len({s.messages[0]["content"] for s in own}) == 6
 
 
 def test_pd_mix_ratio(maker):
