@@ -1,8 +1,9 @@
 """``--engine virtual``: the arena's fleet in virtual time, without Ray or HTTP.
 
 N ``SimEngineCore``s serve the arena's schedule (the same requests, Poisson arrivals
-with the same seed, at the simulated rate). At each arrival every engine is advanced to
-that time, then a policy picks the replica:
+with the same seed, at the simulated rate) on one virtual clock (``VirtualFleet``): at
+each arrival the router has seen every step that ended before it, then a policy picks
+the replica:
 
 - ``pow2``: two random replicas, the one with fewer requests in flight (Ray Serve's
   default, with its queue-length probe replaced by the exact count);
@@ -26,9 +27,10 @@ from typing import Any
 
 import numpy as np
 
-from rayfleet.bench.sim.engine import SimEngineCore, SimRequest
+from rayfleet.bench.sim.engine import SimEngineCore, SimRequest, StepPlan, TokenEvent
 from rayfleet.bench.sim.offline import TraceRequest
 from rayfleet.bench.sim.params import SimParams
+from rayfleet.bench.sim.virtual import VirtualFleet
 from rayfleet.platform.spec import Router
 from rayfleet.router.core import CacheAwareRouter
 from rayfleet.router.prompt import PromptInput
@@ -53,33 +55,23 @@ def poisson_arrivals(count: int, rate: float, seed: int) -> list[float]:
 
 
 class _Fleet:
+    """The arena's engines on one virtual clock, reporting completions to the router."""
+
     def __init__(self, sim: SimParams, replicas: int, router: CacheAwareRouter | None) -> None:
-        self.cores = [SimEngineCore(sim) for _ in range(replicas)]
-        self.clocks = [0.0] * replicas
+        self.engines = VirtualFleet([SimEngineCore(sim) for _ in range(replicas)], self._stepped)
         self.inflight = [0] * replicas
         self.router = router
 
-    def advance(self, until: float) -> None:
-        for replica, core in enumerate(self.cores):
-            while core.has_work and self.clocks[replica] < until:
-                plan = core.begin_step(self.clocks[replica])
-                if plan is None:
-                    break
-                for event in core.finish_step(plan):
-                    if event.finished:
-                        self._completed(replica, event.request.request_id)
-                self.clocks[replica] = plan.end_s
-            if not core.has_work:
-                self.clocks[replica] = max(self.clocks[replica], until)
-
-    def _completed(self, replica: int, request_id: str) -> None:
-        self.inflight[replica] -= 1
-        if self.router is not None:
-            self.router.on_completed(request_id, replica)
+    def _stepped(self, replica: int, plan: StepPlan, events: list[TokenEvent]) -> None:
+        for event in events:
+            if event.finished:
+                self.inflight[replica] -= 1
+                if self.router is not None:
+                    self.router.on_completed(event.request.request_id, replica)
 
     def routing_stats(self, replica: int, now: float) -> dict[str, Any]:
         """What ``SimLLMServer.record_routing_stats`` would report now."""
-        core = self.cores[replica]
+        core = self.engines.cores[replica]
         return {
             "num_running": len(core.running),
             "num_waiting": len(core.waiting),
@@ -87,8 +79,8 @@ class _Fleet:
             "reported_at": now,
         }
 
-    def add(self, replica: int, request: SimRequest) -> None:
-        self.cores[replica].add(request)
+    def submit(self, replica: int, request: SimRequest, now: float) -> None:
+        self.engines.submit(replica, request, now)
         self.inflight[replica] += 1
 
 
@@ -153,7 +145,7 @@ def run_policy(
     for index, ((prompt, messages), request, at) in enumerate(
         zip(prompts, trace, arrivals, strict=True)
     ):
-        fleet.advance(at)
+        fleet.engines.run_until(at)
         now[0] = at
         if router is not None and stats_period_s is not None and at >= next_stats:
             for replica in candidates:
@@ -174,11 +166,13 @@ def run_policy(
         sim_request = SimRequest(
             request_id, request.prompt_token_ids, request.output_tokens, arrival_s=at
         )
-        fleet.add(chosen, sim_request)
+        fleet.submit(chosen, sim_request, at)
         served.append(sim_request)
-    fleet.advance(float("inf"))
-    hits = sum(core.prefix_cache_hits for core in fleet.cores)
-    return VirtualRun(served, hits, [core.prefix_cache_queries for core in fleet.cores])
+    fleet.engines.run_until()
+    cores = fleet.engines.cores
+    return VirtualRun(
+        served, sum(c.prefix_cache_hits for c in cores), [c.prefix_cache_queries for c in cores]
+    )
 
 
 def virtual_row(run: VirtualRun, replicas: int) -> dict[str, Any]:

@@ -23,17 +23,17 @@ Run: ``rayfleet bench pd-arena --replicas 4 --prefill 1 --rate 6 --out DIR``
 
 from __future__ import annotations
 
-import heapq
 import itertools
 import random
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
-from typing import Any, Literal, cast
+from dataclasses import dataclass
+from typing import Any, Literal
 
 from rayfleet.bench.sim.blocks import block_hashes, max_hit_blocks
-from rayfleet.bench.sim.engine import SimEngineCore, SimRequest, StepPlan
+from rayfleet.bench.sim.engine import SimEngineCore, SimRequest, StepPlan, TokenEvent
 from rayfleet.bench.sim.params import SimParams
 from rayfleet.bench.sim.tokens import load_sim_tokenizer
+from rayfleet.bench.sim.virtual import StepHook, VirtualFleet
 from rayfleet.bench.text import TextMaker, load_tokenizer
 from rayfleet.bench.workloads import build_workload
 from rayfleet.deployments.pd_policy import PDPolicy, choose_path
@@ -59,8 +59,8 @@ class Outcome:
 
 @dataclass
 class _Engine:
+    index: int  # in the VirtualFleet
     core: SimEngineCore
-    busy: bool = False
     # Decode role: its requests prefilling on the prefill pool (pd.py's ``_in_prefill``).
     in_prefill: int = 0
 
@@ -70,29 +70,18 @@ class _Engine:
         return len(self.core.waiting) + len(self.core.running) + self.in_prefill
 
 
-@dataclass
-class Fleet:
-    """Engines stepping independently, driven by one event queue in virtual time."""
+class _Pools:
+    """The prefill and decode pools (unified engines in unified mode) on one clock."""
 
-    prefill: list[_Engine]
-    decode: list[_Engine]  # unified engines in unified mode
-    events: list[tuple[float, int, str, object]] = field(default_factory=list)
-    _seq: itertools.count = field(default_factory=itertools.count)
-
-    def push(self, at_s: float, kind: str, payload: object) -> None:
-        heapq.heappush(self.events, (at_s, next(self._seq), kind, payload))
+    def __init__(
+        self, prefill: list[SimEngineCore], decode: list[SimEngineCore], on_step: StepHook
+    ) -> None:
+        self.fleet = VirtualFleet([*prefill, *decode], on_step)
+        self.prefill = [_Engine(i, core) for i, core in enumerate(prefill)]
+        self.decode = [_Engine(len(prefill) + i, core) for i, core in enumerate(decode)]
 
     def submit(self, engine: _Engine, request: SimRequest, now: float) -> None:
-        engine.core.add(request)
-        self.kick(engine, now)
-
-    def kick(self, engine: _Engine, now: float) -> None:
-        if engine.busy:
-            return
-        plan = engine.core.begin_step(now)
-        if plan is not None:
-            engine.busy = True
-            self.push(plan.end_s, "step", (engine, plan))
+        self.fleet.submit(engine.index, request, now)
 
 
 def _params(role: str, base: SimParams) -> SimParams:
@@ -117,39 +106,34 @@ def simulate(
     policy: PDPolicy,
 ) -> list[Outcome]:
     split = mode != "unified"
-    fleet = Fleet(
-        prefill=[_Engine(SimEngineCore(_params("prefill", params))) for _ in range(prefill)]
-        if split
-        else [],
-        decode=[
-            _Engine(SimEngineCore(_params("decode" if split else "unified", params)))
-            for _ in range(replicas - prefill if split else replicas)
-        ],
-    )
-    outcomes = [Outcome(a) for a in arrivals]
-    for outcome in outcomes:
-        fleet.push(outcome.arrival.at_s, "arrive", outcome)
     handoffs: dict[str, tuple[Outcome, _Engine]] = {}
     ids = itertools.count()
-    while fleet.events:
-        now, _, kind, payload = heapq.heappop(fleet.events)
-        if kind == "arrive":
-            assert isinstance(payload, Outcome)
-            _arrive(fleet, payload, mode, policy, params.block_size, now, ids, handoffs)
-            continue
-        engine, plan = cast(tuple[_Engine, StepPlan], payload)
-        engine.core.finish_step(plan)
-        engine.busy = False
-        for request, _ in plan.prefill:
+
+    def hand_over(_: int, plan: StepPlan, events: list[TokenEvent]) -> None:
+        for request, _chunk in plan.prefill:
             handed = handoffs.pop(request.request_id, None) if request.finished else None
             if handed is not None:
-                _decode_after_prefill(fleet, *handed, request, params.block_size, now, ids)
-        fleet.kick(engine, now)
+                _decode_after_prefill(pools, *handed, request, params.block_size, plan.end_s, ids)
+
+    pools = _Pools(
+        prefill=[SimEngineCore(_params("prefill", params)) for _ in range(prefill if split else 0)],
+        decode=[
+            SimEngineCore(_params("decode" if split else "unified", params))
+            for _ in range(replicas - prefill if split else replicas)
+        ],
+        on_step=hand_over,
+    )
+    outcomes = [Outcome(a) for a in arrivals]
+    for outcome in sorted(outcomes, key=lambda o: o.arrival.at_s):
+        now = outcome.arrival.at_s
+        pools.fleet.run_until(now)
+        _arrive(pools, outcome, mode, policy, params.block_size, now, ids, handoffs)
+    pools.fleet.run_until()
     return outcomes
 
 
 def _arrive(
-    fleet: Fleet,
+    pools: _Pools,
     outcome: Outcome,
     mode: Mode,
     policy: PDPolicy,
@@ -162,7 +146,7 @@ def _arrive(
     # Decode as orchestrator (pd.py): the ingress picks a decode replica, which decides
     # with what it knows (its own cache and its own requests in remote prefill) and
     # decodes the request itself whichever path it takes.
-    decode = _least_loaded(fleet.decode)
+    decode = _least_loaded(pools.decode)
     if mode == "conditional":
         uncached = _uncached(decode, arrival.prompt, block)
         path = choose_path(uncached, decode.in_prefill, policy)
@@ -172,15 +156,15 @@ def _arrive(
     request = SimRequest(f"r{next(ids)}", arrival.prompt, arrival.max_tokens, arrival_s=now)
     if path == "local":
         outcome.final = request
-        fleet.submit(decode, request, now)
+        pools.submit(decode, request, now)
         return
     handoffs[request.request_id] = (outcome, decode)
     decode.in_prefill += 1
-    fleet.submit(_least_loaded(fleet.prefill), request, now)
+    pools.submit(_least_loaded(pools.prefill), request, now)
 
 
 def _decode_after_prefill(
-    fleet: Fleet,
+    pools: _Pools,
     outcome: Outcome,
     decode: _Engine,
     prefilled: SimRequest,
@@ -198,7 +182,7 @@ def _decode_after_prefill(
     )
     outcome.final = request
     decode.in_prefill -= 1
-    fleet.submit(decode, request, now)
+    pools.submit(decode, request, now)
 
 
 def _percentile(values: Sequence[float], q: float) -> float:

@@ -2,7 +2,7 @@
 
 Pure and clock-free: ``begin_step(now)`` schedules one step and prices it with
 ``SimParams.step_time``; ``finish_step(plan)`` applies it at ``plan.end_s``. A driver
-decides how time passes (``virtual.run_virtual`` jumps, ``driver.AsyncSimEngine``
+decides how time passes (``virtual.VirtualFleet`` jumps, ``driver.AsyncSimEngine``
 sleeps).
 
 Scheduling follows vLLM v1's: running requests first (a decode costs one token of the
