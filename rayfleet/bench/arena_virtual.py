@@ -169,6 +169,7 @@ def run_policy(
         fleet.submit(chosen, sim_request, at)
         served.append(sim_request)
     fleet.engines.run_until()
+    fleet.engines.check_drained()
     cores = fleet.engines.cores
     return VirtualRun(
         served, sum(c.prefix_cache_hits for c in cores), [c.prefix_cache_queries for c in cores]

@@ -8,6 +8,7 @@ unified serving; ``DIR/pd_arena.json`` keeps the settings and the figures.
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -26,11 +27,35 @@ METRICS = ("ttft_p50_s", "ttft_p90_s", "tpot_p50_s", "tpot_p99_s")
 console = Console()
 
 
+# Set by the comparison itself: each mode gives its engines their roles, and prompts are
+# tokenized with the tiny model's tokenizer.
+FIXED_SIM_FIELDS = ("role", "tokenizer")
+
+
 def _sim_params(pairs: list[str]) -> SimParams:
     try:
-        return SimParams.model_validate(parse_params(pairs))
-    except (ValidationError, WorkloadError) as error:
+        values = parse_params(pairs)
+    except WorkloadError:
+        raise typer.BadParameter(f"expected KEY=VALUE, got {pairs}", param_hint="--sim") from None
+    fixed = sorted(set(values) & set(FIXED_SIM_FIELDS))
+    if fixed:
+        raise typer.BadParameter(f"{', '.join(fixed)}: set by pd-arena", param_hint="--sim")
+    try:
+        return SimParams.model_validate(values)
+    except ValidationError as error:
         raise typer.BadParameter(str(error), param_hint="--sim") from None
+
+
+def _ratio(value: float, base: float) -> str:
+    return f"{value / base:.2f}×" if base and math.isfinite(value / base) else "-"
+
+
+def _finite(modes: dict[str, dict[str, float]]) -> dict[str, dict[str, float | None]]:
+    """NaN (no request with two tokens, so no TPOT) becomes null: JSON has no NaN."""
+    return {
+        mode: {k: v if math.isfinite(v) else None for k, v in row.items()}
+        for mode, row in modes.items()
+    }
 
 
 def results_table(document: dict[str, Any]) -> Table:
@@ -38,8 +63,13 @@ def results_table(document: dict[str, Any]) -> Table:
     table = Table("metric", *modes, *(f"{m} / unified" for m in modes if m != "unified"))
     for key in METRICS:
         base = modes["unified"][key]
-        ratios = [f"{modes[m][key] / base:.2f}×" for m in modes if m != "unified"]
-        table.add_row(key, *(f"{modes[m][key] * 1000:.1f} ms" for m in modes), *ratios)
+        values = [modes[m][key] for m in modes]
+        ratios = [
+            _ratio(modes[m][key], base) if base is not None and modes[m][key] is not None else "-"
+            for m in modes
+            if m != "unified"
+        ]
+        table.add_row(key, *("-" if v is None else f"{v * 1000:.1f} ms" for v in values), *ratios)
     table.add_row("remote prefills", *(str(modes[m]["disaggregated"]) for m in modes))
     return table
 
@@ -71,8 +101,10 @@ def pd_arena(
             f"needs 1 <= prefill < replicas, got prefill={prefill}, replicas={replicas}",
             param_hint="--prefill",
         )
-    if rate <= 0 or requests < 1:
-        raise typer.BadParameter(f"rate={rate}, requests={requests}", param_hint="--rate")
+    if rate <= 0:
+        raise typer.BadParameter(f"must be > 0, got {rate}", param_hint="--rate")
+    if requests < 1:
+        raise typer.BadParameter(f"must be >= 1, got {requests}", param_hint="--requests")
     params = _sim_params(sim or [])
     policy = PDPolicy(min_uncached_tokens, max_prefill_queue)
     try:
@@ -82,7 +114,7 @@ def pd_arena(
         console.print(f"[red]error:[/red] {error}")
         raise typer.Exit(2) from None
     document = {
-        "modes": {mode: modes[mode] for mode in MODES},
+        "modes": _finite({mode: modes[mode] for mode in MODES}),
         # No decode can beat a step that carries only itself: TPOT below this is impossible.
         "tpot_floor_s": params.step_time(0, 1, 0, 0),
         "settings": {

@@ -129,6 +129,7 @@ def simulate(
         pools.fleet.run_until(now)
         _arrive(pools, outcome, mode, policy, params.block_size, now, ids, handoffs)
     pools.fleet.run_until()
+    pools.fleet.check_drained()
     return outcomes
 
 

@@ -22,6 +22,7 @@ from pydantic import (
     Field,
     PlainSerializer,
     ValidationError,
+    model_validator,
 )
 
 from rayfleet.bench.records import RequestSpec
@@ -113,6 +114,13 @@ class MultiTurnParams(_Params):
         description="Distinct system prompts, shared by the sessions in turn as the users of "
         "one app share its prompt; 0 gives every session its own.",
     )
+
+    @model_validator(mode="after")
+    def _shared_prompts_need_a_length(self) -> MultiTurnParams:
+        if self.num_system_prompts and not self.system_prompt_len:
+            raise ValueError("num_system_prompts needs system_prompt_len > 0")
+        return self
+
     user_len: Length = parse_length(64)
     output_len: Length = parse_length(64)
 

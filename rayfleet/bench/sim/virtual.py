@@ -25,6 +25,7 @@ class VirtualFleet:
         self.cores = list(cores)
         self.on_step = on_step
         self._busy = [False] * len(self.cores)
+        self._clock = [0.0] * len(self.cores)  # when each engine's last step ended
         self._steps: list[tuple[float, int, int, StepPlan]] = []
         self._order = itertools.count()
 
@@ -33,15 +34,19 @@ class VirtualFleet:
         self.cores[engine].add(request)
 
     def start(self, engine: int, now: float) -> None:
-        """Begin a step at ``now`` if the engine is idle and has work."""
+        """Begin a step at ``now`` (never before the engine's last step ended) if the
+        engine is idle and has work."""
         if self._busy[engine]:
             return
-        plan = self.cores[engine].begin_step(now)
+        plan = self.cores[engine].begin_step(max(now, self._clock[engine]))
         if plan is not None:
             self._busy[engine] = True
             heapq.heappush(self._steps, (plan.end_s, next(self._order), engine, plan))
 
     def submit(self, engine: int, request: SimRequest, now: float) -> None:
+        """Queue and start at once: of two requests submitted to an idle engine at the
+        same instant, the second joins the next step (``add`` both, then ``start``, to
+        batch them)."""
         self.add(engine, request)
         self.start(engine, now)
 
@@ -55,6 +60,7 @@ class VirtualFleet:
             end_s, _, engine, plan = heapq.heappop(self._steps)
             events = self.cores[engine].finish_step(plan)
             self._busy[engine] = False
+            self._clock[engine] = end_s
             if self.on_step is not None:
                 self.on_step(engine, plan, events)
             self.start(engine, end_s)

@@ -52,3 +52,13 @@ def test_simultaneous_arrivals_share_their_first_step() -> None:
     a, b = request("a", 10, 0.3), request("b", 10, 0.3)
     run_virtual(SimEngineCore(PARAMS), [a, b])
     assert a.token_times[0] == b.token_times[0] == pytest.approx(0.3 + 0.01 + 0.02)
+
+
+def test_an_engine_never_starts_a_step_before_its_last_one_ended() -> None:
+    fleet = VirtualFleet([SimEngineCore(PARAMS)])
+    fleet.submit(0, request("a", 10, 1.0), 1.0)
+    fleet.run_until()  # a ends at 1.03 (prefill 0.02, one decode 0.01)
+    late = request("b", 10, 0.5)  # reported late, stamped earlier
+    fleet.submit(0, late, 0.5)
+    fleet.run_until()
+    assert late.token_times[0] == pytest.approx(1.03 + 0.02)
