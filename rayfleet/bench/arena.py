@@ -240,13 +240,20 @@ def measure_router(options: ArenaOptions, router: str, schedule: Schedule, dashb
 
 
 def remove_app(dashboard: str, timeout_s: float = 120.0) -> None:
+    """Delete the app and wait until Serve's controller has exited.
+
+    The dashboard deletes by shutting Serve down; the applications list empties while the
+    controller is still exiting, and a deploy that reaches it then is ignored ("Serve
+    controller is shutting down"), leaving the next router's app never started.
+    """
     local.delete_apps(dashboard)
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        if not local.serve_details(dashboard).get("applications"):
+        details = local.serve_details(dashboard)
+        if not details.get("applications") and not details.get("controller_info"):
             return
         time.sleep(1.0)
-    raise local.LocalRuntimeError(f"the arena app was not deleted within {timeout_s:.0f} s")
+    raise local.LocalRuntimeError(f"Serve did not shut down within {timeout_s:.0f} s")
 
 
 def describe(options: ArenaOptions, schedule: Schedule) -> dict[str, Any]:
