@@ -114,15 +114,14 @@ class MultiTurnParams(_Params):
         description="Distinct system prompts, shared by the sessions in turn as the users of "
         "one app share its prompt; 0 gives every session its own.",
     )
+    user_len: Length = parse_length(64)
+    output_len: Length = parse_length(64)
 
     @model_validator(mode="after")
     def _shared_prompts_need_a_length(self) -> MultiTurnParams:
         if self.num_system_prompts and not self.system_prompt_len:
             raise ValueError("num_system_prompts needs system_prompt_len > 0")
         return self
-
-    user_len: Length = parse_length(64)
-    output_len: Length = parse_length(64)
 
 
 class PdMixParams(_Params):
@@ -186,29 +185,33 @@ def multi_turn(p: MultiTurnParams, maker: TextMaker, rng: random.Random) -> Iter
     length = p.system_prompt_len
     shared = [maker.text(rng, length) for _ in range(p.num_system_prompts if length else 0)]
 
-    def open_session() -> tuple[str, list[tuple[tuple[dict[str, str], ...], int]]]:
+    def open_session() -> Iterator[RequestSpec]:
         index = next(opened)
-        own = shared[index % len(shared)] if shared else maker.text(rng, length) if length else ""
-        return f"session-{index}", _conversation(p, maker, rng, own)
-
-    slots = [open_session() for _ in range(p.num_sessions)]
-    positions = [0] * p.num_sessions
-    while True:
-        for slot in range(p.num_sessions):
-            if positions[slot] == len(slots[slot][1]):
-                slots[slot], positions[slot] = open_session(), 0
-            session_id, conversation = slots[slot]
-            turn = positions[slot]
-            positions[slot] += 1
-            messages, reply_len = conversation[turn]
-            yield RequestSpec(
+        if shared:
+            system_prompt = shared[index % len(shared)]
+        else:
+            system_prompt = maker.text(rng, length) if length else ""
+        conversation = _conversation(p, maker, rng, system_prompt)  # drawn now: RNG order
+        return (
+            RequestSpec(
                 messages=messages,
                 max_tokens=reply_len,
                 input_tokens=sum(maker.count(m["content"]) for m in messages),
                 ignore_eos=p.ignore_eos,
-                session_id=session_id,
+                session_id=f"session-{index}",
                 turn=turn,
             )
+            for turn, (messages, reply_len) in enumerate(conversation)
+        )
+
+    slots = [open_session() for _ in range(p.num_sessions)]
+    while True:
+        for slot in range(p.num_sessions):
+            spec = next(slots[slot], None)
+            if spec is None:  # the session ended: a new one takes its place
+                slots[slot] = open_session()
+                spec = next(slots[slot])
+            yield spec
 
 
 def _conversation(
