@@ -19,7 +19,8 @@ from rayfleet.platform.local import LocalRuntimeError
 console = Console()
 
 
-def _values(pairs: list[str] | None, option: str) -> dict[str, Any]:
+def key_values(pairs: list[str] | None, option: str) -> dict[str, Any]:
+    """KEY=VALUE options as a mapping; a malformed one is a usage error naming ``option``."""
     try:
         return dict(parse_params(pairs or []))
     except WorkloadError as error:
@@ -82,8 +83,8 @@ def arena(
             seed=seed,
             time_scale=time_scale,
             max_wall_rate=max_wall_rate,
-            params=_values(param, "--param"),
-            sim=_values(sim, "--sim"),
+            params=key_values(param, "--param"),
+            sim=key_values(sim, "--sim"),
         )
         document = run_arena(options, on_status=lambda m: console.print(f"[dim]{m}[/dim]"))
     except (ValueError, SizingError, WorkloadError, LocalRuntimeError) as error:

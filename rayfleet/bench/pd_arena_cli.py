@@ -17,9 +17,9 @@ from pydantic import ValidationError
 from rich.console import Console
 from rich.table import Table
 
+from rayfleet.bench.arena_cli import key_values
 from rayfleet.bench.pd_sim import MODES, compare
 from rayfleet.bench.sim.params import SimParams
-from rayfleet.bench.workloads import WorkloadError, parse_params
 from rayfleet.deployments.pd_policy import PDPolicy
 
 RESULT_FILE = "pd_arena.json"
@@ -32,11 +32,8 @@ console = Console()
 FIXED_SIM_FIELDS = ("role", "tokenizer")
 
 
-def _sim_params(pairs: list[str]) -> SimParams:
-    try:
-        values = parse_params(pairs)
-    except WorkloadError:
-        raise typer.BadParameter(f"expected KEY=VALUE, got {pairs}", param_hint="--sim") from None
+def _sim_params(pairs: list[str] | None) -> SimParams:
+    values = key_values(pairs, "--sim")
     fixed = sorted(set(values) & set(FIXED_SIM_FIELDS))
     if fixed:
         raise typer.BadParameter(f"{', '.join(fixed)}: set by pd-arena", param_hint="--sim")
@@ -46,8 +43,8 @@ def _sim_params(pairs: list[str]) -> SimParams:
         raise typer.BadParameter(str(error), param_hint="--sim") from None
 
 
-def _ratio(value: float, base: float) -> str:
-    return f"{value / base:.2f}×" if base and math.isfinite(value / base) else "-"
+def _ratio(value: float | None, base: float | None) -> str:
+    return f"{value / base:.2f}×" if value is not None and base else "-"
 
 
 def _finite(modes: dict[str, dict[str, float]]) -> dict[str, dict[str, float | None]]:
@@ -64,11 +61,7 @@ def results_table(document: dict[str, Any]) -> Table:
     for key in METRICS:
         base = modes["unified"][key]
         values = [modes[m][key] for m in modes]
-        ratios = [
-            _ratio(modes[m][key], base) if base is not None and modes[m][key] is not None else "-"
-            for m in modes
-            if m != "unified"
-        ]
+        ratios = [_ratio(modes[m][key], base) for m in modes if m != "unified"]
         table.add_row(key, *("-" if v is None else f"{v * 1000:.1f} ms" for v in values), *ratios)
     table.add_row("remote prefills", *(str(modes[m]["disaggregated"]) for m in modes))
     return table
@@ -105,12 +98,12 @@ def pd_arena(
         raise typer.BadParameter(f"must be > 0, got {rate}", param_hint="--rate")
     if requests < 1:
         raise typer.BadParameter(f"must be >= 1, got {requests}", param_hint="--requests")
-    params = _sim_params(sim or [])
+    params = _sim_params(sim)
+    workload = key_values(param, "--param")
     policy = PDPolicy(min_uncached_tokens, max_prefill_queue)
     try:
-        workload = parse_params(param or [])
         modes = compare(replicas, prefill, rate, requests, policy, params, workload, seed)
-    except (WorkloadError, ValueError) as error:
+    except ValueError as error:  # WorkloadError included
         console.print(f"[red]error:[/red] {error}")
         raise typer.Exit(2) from None
     document = {

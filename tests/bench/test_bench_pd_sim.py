@@ -100,6 +100,7 @@ def test_pd_arena_cli_passes_workload_and_sim_params(tmp_path: Path) -> None:
         (["--sim", "no_such_field=1"], "no_such_field"),
         (["--prefill", "4"], "prefill"),
         (["--requests", "0"], "--requests"),
+        (["-p", "long_input_len"], "--param"),
         (["--sim", "role=decode"], "role: set by pd-arena"),
         (["-p", "long_input_len=5000", "-p", "long_fraction=1"], "maximum context length"),
     ],
