@@ -231,29 +231,12 @@ def measure_router(options: ArenaOptions, router: str, schedule: Schedule, dashb
         expected = results.total_queries(before) + _prompt_tokens(run.records)
         after = wait_counters(lambda c: results.total_queries(c) >= expected)
     finally:
-        remove_app(dashboard)
+        local.delete_apps(dashboard)
     row = results.router_result(
         run.records, results.counters_delta(before, after), options.replicas
     )
     row["load_generator_warnings"] = run.warnings
     return row
-
-
-def remove_app(dashboard: str, timeout_s: float = 120.0) -> None:
-    """Delete the app and wait until Serve's controller has exited.
-
-    The dashboard deletes by shutting Serve down; the applications list empties while the
-    controller is still exiting, and a deploy that reaches it then is ignored ("Serve
-    controller is shutting down"), leaving the next router's app never started.
-    """
-    local.delete_apps(dashboard)
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        details = local.serve_details(dashboard)
-        if not details.get("applications") and not details.get("controller_info"):
-            return
-        time.sleep(1.0)
-    raise local.LocalRuntimeError(f"Serve did not shut down within {timeout_s:.0f} s")
 
 
 def describe(options: ArenaOptions, schedule: Schedule) -> dict[str, Any]:

@@ -156,8 +156,21 @@ def deploy(dashboard_url: str, serve_config: dict[str, Any]) -> None:
         raise LocalRuntimeError(f"deploying to {dashboard_url} failed: {error}") from None
 
 
-def delete_apps(dashboard_url: str) -> None:
+def delete_apps(dashboard_url: str, timeout_s: float = 120.0) -> None:
+    """Delete every app and wait until Serve's controller has exited.
+
+    The dashboard deletes by shutting Serve down; the applications list empties while the
+    controller is still exiting, and a deploy that reaches it then is ignored ("Serve
+    controller is shutting down"), so the next app would never start.
+    """
     _submission_client(dashboard_url).delete_applications()
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        details = serve_details(dashboard_url)
+        if not details.get("applications") and not details.get("controller_info"):
+            return
+        time.sleep(1.0)
+    raise LocalRuntimeError(f"Serve did not shut down within {timeout_s:.0f} s")
 
 
 def app_status(dashboard_url: str, app_name: str) -> tuple[str, str]:
