@@ -1,7 +1,8 @@
 """The Serve application builder named in the rendered config's ``import_path``.
 
 It only instantiates what the renderer produced: LLMConfigs become engine
-deployments, and the ingress is bound to them.
+deployments, and the ingress is bound to them; or, when the plan put the engine in
+the ingress (``engine_in_ingress``), one deployment runs both.
 """
 
 from __future__ import annotations
@@ -15,7 +16,8 @@ from ray.llm._internal.serve.core.configs.openai_api_models import to_model_meta
 from ray.serve.deployment import Application
 from ray.serve.llm import LLMConfig, build_llm_deployment
 
-from rayfleet.deployments.ingress import ingress_class
+from rayfleet.deployments.engine_ingress import EngineIngress
+from rayfleet.deployments.ingress import RayFleetIngress, serve_ingress
 from rayfleet.deployments.pd import build_pd_deployments
 from rayfleet.platform.spec import EMBEDDED_TINY
 from rayfleet.platform.tiny_model import ensure_tiny
@@ -34,6 +36,7 @@ class AppArgs(BaseModel):
     api_key_env: str | None = None
     request_timeout_s: float = 600.0
     ingress_replicas: int = Field(1, ge=1)
+    engine_in_ingress: bool = False
 
 
 def _local_source(source: str) -> str:
@@ -89,11 +92,42 @@ def _deployment(config: LLMConfig, **options: Any) -> Application:
     )
 
 
+def _ingress_options(parsed: AppArgs, configs: dict[str, LLMConfig]) -> dict[str, Any]:
+    return {
+        "model_roots": {m: _local_root(c) for m, c in configs.items()},
+        "max_model_lens": {m: int(c.engine_kwargs["max_model_len"]) for m, c in configs.items()},
+        "api_key_env": parsed.api_key_env,
+        "request_timeout_s": parsed.request_timeout_s,
+    }
+
+
+def _engine_in_ingress_app(parsed: AppArgs) -> Application:
+    engines = parsed.engines
+    if len(engines) != 1 or engines[0].role != "unified" or parsed.ingress_replicas != 1:
+        raise ValueError(
+            "engine_in_ingress needs exactly one unified engine and one ingress replica; "
+            f"got engines {[(e.model_id, e.role) for e in engines]} and "
+            f"ingress_replicas={parsed.ingress_replicas}"
+        )
+    config = _to_llm_config(engines[0].llm_config)
+    if config.deployment_config.get("num_replicas") != 1:
+        raise ValueError("engine_in_ingress needs an engine deployment of num_replicas: 1")
+    options = _ingress_options(parsed, {config.model_id: config})
+    return build_llm_deployment(
+        config,
+        deployment_cls=serve_ingress(EngineIngress),
+        override_serve_options={"name": config.deployment_config["name"]},
+        bind_kwargs={"model_card": to_model_metadata(config.model_id, config), **options},
+    )
+
+
 def build_app(args: dict[str, Any]) -> Application:
     parsed = AppArgs.model_validate(args)
+    if parsed.engine_in_ingress:
+        return _engine_in_ingress_app(parsed)
     configs, deployments = _engine_deployments(parsed.engines)
     ingress: Any = serve.deployment(
-        ingress_class(),
+        serve_ingress(RayFleetIngress),
         name="ingress",
         num_replicas=parsed.ingress_replicas,
         max_ongoing_requests=1000,
@@ -102,8 +136,5 @@ def build_app(args: dict[str, Any]) -> Application:
     return ingress.bind(
         llm_deployments=deployments,
         model_cards={m: to_model_metadata(m, c) for m, c in configs.items()},
-        model_roots={m: _local_root(c) for m, c in configs.items()},
-        max_model_lens={m: int(c.engine_kwargs["max_model_len"]) for m, c in configs.items()},
-        api_key_env=parsed.api_key_env,
-        request_timeout_s=parsed.request_timeout_s,
+        **_ingress_options(parsed, configs),
     )

@@ -40,8 +40,6 @@ from rayfleet.deployments.errors import (
 )
 from rayfleet.deployments.overload import first_chunk_with_retry, replica_gone
 
-app = FastAPI(title="RayFleet OpenAI-compatible API")
-install_error_handlers(app)
 _auth = [Depends(require_api_key)]
 
 ENDPOINTS = {
@@ -169,6 +167,8 @@ class RayFleetIngress(OpenAiIngress):
         return await self._process_llm_request(body, "chat", request)
 
 
-def ingress_class() -> type:
-    """The Serve ingress class (FastAPI routes attached)."""
-    return make_fastapi_ingress(RayFleetIngress, endpoint_map=ENDPOINTS, app=app)
+def serve_ingress(cls: type[RayFleetIngress]) -> type:
+    """``cls`` as a Serve ingress class: the routes on a FastAPI app of its own."""
+    app = FastAPI(title="RayFleet OpenAI-compatible API")
+    install_error_handlers(app)
+    return make_fastapi_ingress(cls, endpoint_map=ENDPOINTS, app=app)

@@ -7,6 +7,10 @@ waiting, Ray Serve's handle raises ``BackPressureError`` at once. Here that
 becomes a 429 with ``Retry-After`` and an OpenAI error body, instead of Ray's
 plain-text 503.
 
+When the engine runs inside the ingress replica (a pool of one replica, see
+engine_ingress.py) there is no handle in between; ``Admission`` applies the same
+limits in-process.
+
 Replica death: until the first chunk has reached the client nothing was sent,
 and generating again has no side effect, so the request is re-sent (Ray Serve
 routes it to a live replica). After that, the stream ends with an error event.
@@ -15,7 +19,8 @@ routes it to a live replica). After that, the stream ends with an error event.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncGenerator, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from typing import Any
 
 from ray.exceptions import ActorUnavailableError, RayActorError, RayTaskError
@@ -37,6 +42,41 @@ class Overloaded(Exception):
         super().__init__(message)
         self.message = message
         self.retry_after_s = retry_after_s
+
+
+def _pool_full(retry_after_s: int = DEFAULT_RETRY_AFTER_S) -> Overloaded:
+    message = "The server is at capacity for this model; retry after the Retry-After delay"
+    return Overloaded(message, retry_after_s)
+
+
+class Admission:
+    """At most ``running`` requests at the engine and ``queued`` waiting for a turn;
+    past that, ``Overloaded`` at once (Serve's handle limits, applied in-process)."""
+
+    def __init__(self, running: int, queued: int) -> None:
+        if running < 1 or queued < 0:
+            raise ValueError(f"admission needs running >= 1, queued >= 0; got {running}, {queued}")
+        self._turns = asyncio.Semaphore(running)
+        self._queued = queued
+        self._waiting = 0
+
+    @property
+    def waiting(self) -> int:
+        return self._waiting
+
+    @asynccontextmanager
+    async def turn(self) -> AsyncIterator[None]:
+        if self._turns.locked() and self._waiting >= self._queued:
+            raise _pool_full()
+        self._waiting += 1
+        try:
+            await self._turns.acquire()
+        finally:
+            self._waiting -= 1
+        try:
+            yield
+        finally:
+            self._turns.release()
 
 
 class EngineUnavailable(Exception):
@@ -73,10 +113,7 @@ def replica_gone(error: BaseException) -> bool:
 def to_overloaded(error: BackPressureError) -> Overloaded:
     retry_after = error.retry_after_s
     seconds = DEFAULT_RETRY_AFTER_S if retry_after is None else max(1, int(retry_after + 0.999))
-    return Overloaded(
-        "The server is at capacity for this model; retry after the Retry-After delay",
-        seconds,
-    )
+    return _pool_full(seconds)
 
 
 Peek = tuple[Any, AsyncGenerator[Any, None]]

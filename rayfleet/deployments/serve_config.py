@@ -35,6 +35,7 @@ def render_app_args(plan: Plan) -> dict[str, Any]:
         "api_key_env": spec.auth.api_key_env,
         "request_timeout_s": spec.http.request_timeout_s,
         "ingress_replicas": spec.http.ingress_replicas,
+        "engine_in_ingress": plan.engine_in_ingress,
     }
 
 

@@ -82,6 +82,16 @@ class Plan:
         """Engines need label selectors only when there is more than one group."""
         return len(self.groups) > 1
 
+    @property
+    def engine_in_ingress(self) -> bool:
+        """One model on one fixed unified replica behind one ingress replica: nothing to
+        route, so the engine runs inside the ingress replica (no Serve hop between)."""
+        if len(self.engines) != 1 or self.spec.http.ingress_replicas != 1:
+            return False
+        (engine,) = self.engines
+        pool = engine.pool
+        return engine.role == "unified" and pool.autoscaling is None and pool.max_replicas == 1
+
     def engines_of(self, model_id: str) -> list[Engine]:
         return [e for e in self.engines if e.model.id == model_id]
 

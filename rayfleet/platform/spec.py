@@ -84,8 +84,9 @@ class Pool(Strict):
     max_ongoing_requests: int = Field(
         32, ge=1, description="Requests one replica works on at once."
     )
+    # Ray Serve takes a positive queue limit (or -1, which the spec does not offer).
     max_queued_requests: int = Field(
-        64, ge=0, description="Requests a deployment queues before it answers 429."
+        64, ge=1, description="Requests a deployment queues before it answers 429."
     )
     engine_kwargs: dict[str, Any] = Field(
         default_factory=dict, description="vLLM engine arguments for this pool only."

@@ -121,6 +121,11 @@ def ingress_client(
         request_timeout_s=timeout_s,
         api_key_env=api_key_env,
     )
+    return TestClient(mount(ingress, token), raise_server_exceptions=False)
+
+
+def mount(ingress: RayFleetIngress, token: bytes | None = None) -> FastAPI:
+    """The ingress's handlers on a bare FastAPI app, routed as Serve routes them."""
     app = FastAPI()
     install_error_handlers(app)
     app.state.api_token = token
@@ -129,7 +134,7 @@ def ingress_client(
     app.get("/health", dependencies=auth)(ingress.health)
     app.post("/v1/completions", dependencies=auth)(ingress.completions)
     app.post("/v1/chat/completions", dependencies=auth)(ingress.chat)
-    return TestClient(app, raise_server_exceptions=False)
+    return app
 
 
 # --- malformed requests --------------------------------------------------------------

@@ -3,14 +3,16 @@ logic with a fake engine handle (no Ray)."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 
+import pytest
 from deployments_fakes import FakeEngine, ingress_client, is_openai_error, sse
 from ray.exceptions import ActorDiedError, RayTaskError
 from ray.serve.exceptions import BackPressureError
 
 from rayfleet.deployments.metrics import INGRESS_METRICS
-from rayfleet.deployments.overload import as_backpressure, replica_gone
+from rayfleet.deployments.overload import Admission, Overloaded, as_backpressure, replica_gone
 
 BODY = {"model": "m", "prompt": "hello", "max_tokens": 4}
 STREAM = {**BODY, "stream": True}
@@ -125,3 +127,43 @@ def test_token_from_the_spec_env_var_guards_every_route(monkeypatch) -> None:
     ok = client.post("/v1/completions", json=BODY, headers={"Authorization": "Bearer from-env"})
     assert ok.status_code == 200
     ingress_client(FakeEngine())  # an ingress without auth clears the token again
+
+
+async def test_admission_runs_queues_then_refuses() -> None:
+    admission = Admission(running=1, queued=1)
+    release = asyncio.Event()
+    order: list[str] = []
+
+    async def request(name: str) -> None:
+        async with admission.turn():
+            order.append(name)
+            await release.wait()
+
+    first = asyncio.create_task(request("first"))
+    await asyncio.sleep(0)
+    second = asyncio.create_task(request("second"))
+    await asyncio.sleep(0)
+    assert order == ["first"] and admission.waiting == 1
+    with pytest.raises(Overloaded) as refused:
+        async with admission.turn():
+            pass
+    assert refused.value.retry_after_s == 1
+    release.set()
+    await asyncio.gather(first, second)
+    assert order == ["first", "second"] and admission.waiting == 0
+    async with admission.turn():  # every turn was given back
+        pass
+
+
+async def test_admission_gives_the_turn_back_when_the_request_fails() -> None:
+    admission = Admission(running=1, queued=0)
+    with pytest.raises(RuntimeError):
+        async with admission.turn():
+            raise RuntimeError("engine error")
+    async with admission.turn():
+        pass
+
+
+def test_admission_rejects_impossible_limits() -> None:
+    with pytest.raises(ValueError, match="running >= 1"):
+        Admission(running=0, queued=1)

@@ -62,3 +62,18 @@ def test_cpu_engines_get_disjoint_core_offsets():
     )
     plan = resolve(spec)
     assert [e.cpu_core_offset for e in plan.engines] == [0, 2]
+
+
+def test_engine_goes_into_the_ingress_only_when_there_is_nothing_to_route():
+    assert resolve(spec_with({"unified": {"replicas": 1}})).engine_in_ingress
+    assert resolve(spec_with({"unified": {}})).engine_in_ingress
+    assert not resolve(spec_with({"unified": {"replicas": 2}})).engine_in_ingress
+    scaling = {"autoscaling": {"min_replicas": 1, "max_replicas": 1}}
+    assert not resolve(spec_with({"unified": scaling})).engine_in_ingress
+    assert not resolve(spec_with({"prefill": {}, "decode": {}})).engine_in_ingress
+    two_models = parse_spec({"models": [{"id": m, "pools": {"unified": {}}} for m in ("a", "b")]})
+    assert not resolve(two_models).engine_in_ingress
+    two_ingresses = parse_spec(
+        {"models": [{"id": "m", "pools": {"unified": {}}}], "http": {"ingress_replicas": 2}}
+    )
+    assert not resolve(two_ingresses).engine_in_ingress

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
+
 from rayfleet.bench.sim.app import (
     SIM_APP_BUILDER,
     SIM_SERVER_CLS,
@@ -14,15 +16,18 @@ from rayfleet.bench.sim.app import (
     sim_llm_config,
 )
 from rayfleet.bench.sim.server import SimLLMServer
+from rayfleet.deployments.engine_ingress import EngineIngress
 from rayfleet.deployments.serve_config import render_app_args
 from rayfleet.platform.plan import resolve
-from rayfleet.platform.spec import default_spec_path, load_spec
+from rayfleet.platform.spec import default_spec_path, load_spec, parse_spec
 
 SIM = {"tokenizer": "words", "time_scale": 0.5}
 
 
-def plan() -> Any:
-    return resolve(load_spec(default_spec_path()))
+def plan(replicas: int = 1) -> Any:
+    raw = load_spec(default_spec_path()).model_dump(exclude_unset=True)
+    raw["models"][0]["pools"]["unified"]["replicas"] = replicas
+    return resolve(parse_spec(raw))
 
 
 def test_rendered_engines_lose_their_placement_but_keep_routing() -> None:
@@ -55,7 +60,7 @@ def test_render_sim_serve_config_points_at_the_sim_builder() -> None:
 
 
 def test_build_sim_app_binds_rayfleets_ingress_to_sim_engines() -> None:
-    app = build_sim_app({**render_app_args(plan()), "sim": SIM})
+    app = build_sim_app({**render_app_args(plan(replicas=2)), "sim": SIM})
     ingress: Any = app._bound_deployment
     assert ingress.name == "ingress"
     engines = ingress.init_kwargs["llm_deployments"]
@@ -66,6 +71,28 @@ def test_build_sim_app_binds_rayfleets_ingress_to_sim_engines() -> None:
         assert bound._replica_config.placement_group_bundles is None
         assert bound.ray_actor_options["num_cpus"] == 0
         assert bound.init_kwargs["llm_config"].experimental_configs["sim"] == SIM
+
+
+def test_a_single_replica_sim_engine_runs_inside_the_ingress() -> None:
+    args = render_app_args(plan())
+    assert args["engine_in_ingress"]
+    bound: Any = build_sim_app({**args, "sim": SIM})._bound_deployment
+    assert issubclass(bound.func_or_class, EngineIngress)
+    assert bound.name == args["engines"][0]["llm_config"]["deployment_config"]["name"]
+    assert bound.num_replicas == 1
+    assert bound._replica_config.placement_group_bundles is None
+    config = bound.init_kwargs["llm_config"]
+    assert config.server_cls is SimLLMServer and config.experimental_configs["sim"] == SIM
+    assert set(bound.init_kwargs) >= {"model_card", "model_roots", "max_model_lens"}
+
+
+def test_engine_in_ingress_refuses_what_it_cannot_serve() -> None:
+    args = render_app_args(plan(replicas=2))
+    with pytest.raises(ValueError, match="num_replicas: 1"):
+        build_sim_app({**args, "engine_in_ingress": True})
+    two = {**args, "engines": args["engines"] * 2, "engine_in_ingress": True}
+    with pytest.raises(ValueError, match="exactly one unified engine"):
+        build_sim_app(two)
 
 
 def test_build_llm_deployment_accepts_the_sim_server_class() -> None:

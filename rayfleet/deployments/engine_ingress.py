@@ -1,0 +1,93 @@
+"""The ingress with its model's engine in the same replica.
+
+A model served by one engine replica has nothing to route, so the Serve hop from
+the ingress to the engine only costs time (~3.6 ms of TTFT on a 2-core host, see
+docs/benchmarks.md). The plan chooses this layout for such specs
+(``Plan.engine_in_ingress``); the replica then runs RayFleet's ingress (same
+routes, errors, auth and timeouts) and the engine server, called in-process.
+
+What the Serve handle did between the two is done here: the pool's
+``max_ongoing_requests``/``max_queued_requests`` admission (``Admission``), and the
+engine's health is the replica's health.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import AsyncGenerator
+from typing import Any
+
+from ray.llm._internal.serve.constants import DEFAULT_MAX_ONGOING_REQUESTS
+from ray.llm._internal.serve.core.configs.openai_api_models import ChatCompletionRequest
+from ray.llm._internal.serve.core.ingress.utils import _sanitize_chat_completion_request
+from ray.llm._internal.serve.core.protocol import RawRequestInfo
+from ray.serve.llm import LLMConfig
+from starlette.requests import Request
+
+from rayfleet.deployments.ingress import RayFleetIngress
+from rayfleet.deployments.overload import Admission
+from rayfleet.deployments.server import RayFleetLLMServer
+
+# Serve's own limit on the replica sits above the pool's, so the pool's 429 answers
+# first and /v1/models or /health still get through when the pool is full.
+CONTROL_HEADROOM = 16
+
+
+def _server_cls(llm_config: LLMConfig) -> Any:
+    return llm_config.server_cls or RayFleetLLMServer
+
+
+def pool_limits(llm_config: LLMConfig) -> tuple[int, int]:
+    """(running, queued) the pool's deployment config allows one replica."""
+    config = llm_config.deployment_config
+    running = int(config.get("max_ongoing_requests", DEFAULT_MAX_ONGOING_REQUESTS))
+    queued = config.get("max_queued_requests", -1)
+    # Serve's -1 means no queue limit: any number may wait.
+    return running, (2**31 if queued is None or queued < 0 else int(queued))
+
+
+class EngineIngress(RayFleetIngress):
+    async def __init__(  # type: ignore[misc]
+        self, llm_config: LLMConfig, *, model_card: Any, **ingress_options: Any
+    ) -> None:
+        model_id = llm_config.model_id
+        super().__init__({model_id: None}, {model_id: model_card}, **ingress_options)
+        self._admission = Admission(*pool_limits(llm_config))
+        cls = _server_cls(llm_config)
+        # Built the way Serve builds a deployment with an async constructor.
+        engine = cls.__new__(cls)
+        await engine.__init__(llm_config)
+        self._engine = engine
+
+    @classmethod
+    def get_deployment_options(cls, llm_config: LLMConfig) -> dict[str, Any]:  # type: ignore[override]
+        """The engine server's options (placement, runtime env, replicas), minus what
+        only matters between an ingress and a pool of several replicas."""
+        options: dict[str, Any] = _server_cls(llm_config).get_deployment_options(llm_config)
+        options.pop("request_router_config", None)
+        options.pop("max_queued_requests", None)
+        running, queued = pool_limits(llm_config)
+        options["max_ongoing_requests"] = running + min(queued, 10_000) + CONTROL_HEADROOM
+        return options
+
+    async def check_health(self) -> None:
+        await self._engine.check_health()
+
+    async def _get_response(
+        self, *, body: Any, call_method: str, raw_request: Request | None = None
+    ) -> AsyncGenerator[Any, None]:
+        await self._get_model_id(body.model)
+        if isinstance(body, ChatCompletionRequest):
+            body = _sanitize_chat_completion_request(body)
+        info = RawRequestInfo.from_starlette_request(raw_request) if raw_request else None
+        async with self._admission.turn():
+            async for chunk in await getattr(self._engine, call_method)(body, info):
+                yield chunk
+
+    async def __del__(self) -> None:
+        closing = self._engine.__del__() if hasattr(self, "_engine") else None
+        if inspect.isawaitable(closing):
+            await closing
+        parent = getattr(super(), "__del__", None)
+        if parent is not None and inspect.isawaitable(result := parent()):
+            await result
