@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import statistics
 import subprocess
 import sys
 import time
@@ -188,3 +189,16 @@ def ratio_rows(results: dict[str, dict[str, float]], baseline: str) -> list[tupl
         shown = [f"{v:.1f}" if metric == "cold_start_s" else f"{v * 1000:.1f} ms" for v in values]
         rows.append((metric, *shown, *ratios))
     return rows
+
+
+def median_headlines(rounds: list[dict[str, dict[str, float]]]) -> dict[str, dict[str, float]]:
+    """Per server, the median of each headline figure over the rounds (one server's
+    run-to-run noise on a shared host is larger than the differences measured)."""
+    servers = list(rounds[0]) if rounds else []
+    return {
+        server: {
+            metric: statistics.median(r[server][metric] for r in rounds)
+            for metric in rounds[0][server]
+        }
+        for server in servers
+    }

@@ -8,7 +8,8 @@ routes, errors, auth and timeouts) and the engine server, called in-process.
 
 What the Serve handle did between the two is done here: the pool's
 ``max_ongoing_requests``/``max_queued_requests`` admission (``Admission``), and the
-engine's health is the replica's health.
+engine's health is the replica's health. Streams are not batched: batching saves
+Ray messages, and there are none here.
 """
 
 from __future__ import annotations
@@ -54,9 +55,11 @@ class EngineIngress(RayFleetIngress):
         super().__init__({model_id: None}, {model_id: model_card}, **ingress_options)
         self._admission = Admission(*pool_limits(llm_config))
         cls = _server_cls(llm_config)
+        unbatched = llm_config.model_copy(deep=True)
+        unbatched.experimental_configs["stream_batching_interval_ms"] = 0
         # Built the way Serve builds a deployment with an async constructor.
         engine = cls.__new__(cls)
-        await engine.__init__(llm_config)
+        await engine.__init__(unbatched)
         self._engine = engine
 
     @classmethod

@@ -18,7 +18,11 @@ APP_BUILDER = "rayfleet.deployments.app:build_app"
 # HAProxy forwards HTTP straight to the ingress replica instead of through Ray's
 # Python proxy, and the throughput-optimized mode removes thread hand-offs and
 # uses gRPC between replicas.
-SERVE_ENV = {"RAY_SERVE_THROUGHPUT_OPTIMIZED": "1", "RAY_SERVE_ENABLE_HA_PROXY": "1"}
+SERVE_ENV = {
+    "RAY_SERVE_THROUGHPUT_OPTIMIZED": "1",
+    "RAY_SERVE_ENABLE_HA_PROXY": "1",
+    "RAY_worker_niceness": "0",
+}
 
 
 def render_app_args(plan: Plan) -> dict[str, Any]:

@@ -9,6 +9,9 @@ whole interval, which adds the interval to time-to-first-token. This one:
 - then flushes at once when the previous flush is at least an interval old,
   and otherwise gathers chunks until the interval has passed;
 - ends as soon as the source ends, without waiting out the interval.
+
+An interval of 0 sends every chunk on its own, for an engine in the ingress's own
+process (engine_ingress.py), where there is no message to save.
 """
 
 from __future__ import annotations
@@ -70,6 +73,10 @@ async def leading_edge_batches(
     interval_s: float,
     visible: Callable[[Any], bool] = carries_text,
 ) -> AsyncGenerator[list[T], None]:
+    if interval_s <= 0:
+        async for item in source:
+            yield [item]
+        return
     loop = asyncio.get_running_loop()
     queue: asyncio.Queue[Any] = asyncio.Queue()
     pump = asyncio.create_task(_pump(source, queue))

@@ -1,4 +1,10 @@
-from rayfleet.bench.baselines import _engine, ratio_rows, stock_serve_config, vllm_cli_args
+from rayfleet.bench.baselines import (
+    _engine,
+    median_headlines,
+    ratio_rows,
+    stock_serve_config,
+    vllm_cli_args,
+)
 from rayfleet.platform.plan import resolve
 from rayfleet.platform.spec import default_spec_path, load_spec
 
@@ -44,3 +50,18 @@ def test_ratio_rows():
     rows = {row[0]: row for row in ratio_rows(results, "vllm")}
     assert rows["ttft_p50_s"] == ("ttft_p50_s", "10.0 ms", "12.0 ms", "1.00×", "1.20×")
     assert rows["cold_start_s"][1:3] == ("20.0", "60.0")
+
+
+def test_rounds_are_summarised_by_their_medians():
+    def round_of(vllm_ttft, rayfleet_ttft):
+        return {
+            "vllm": {"ttft_p50_s": vllm_ttft, "cold_start_s": 20.0},
+            "rayfleet": {"ttft_p50_s": rayfleet_ttft, "cold_start_s": 50.0},
+        }
+
+    rounds = [round_of(0.010, 0.030), round_of(0.012, 0.011), round_of(0.011, 0.013)]
+    medians = median_headlines(rounds)
+    assert medians["vllm"]["ttft_p50_s"] == 0.011
+    assert medians["rayfleet"]["ttft_p50_s"] == 0.013  # the 30 ms outlier round drops out
+    assert medians["rayfleet"]["cold_start_s"] == 50.0
+    assert median_headlines([]) == {}

@@ -63,6 +63,7 @@ async def api() -> AsyncIterator[tuple[EngineIngress, httpx.AsyncClient]]:
 async def test_the_engine_is_the_configured_server_running_in_process(api: Any) -> None:
     ingress, client = api
     assert isinstance(ingress._engine, SimLLMServer) and ingress._engine.engine is not None
+    assert ingress._engine._get_batch_interval_ms() == 0  # nothing to batch in-process
     await ingress.check_health()
     models = (await client.get("/v1/models")).json()["data"]
     assert [m["id"] for m in models] == [MODEL]

@@ -75,3 +75,14 @@ async def test_chunks_before_visible_text_are_not_batched():
     assert len(out[0][1]) == 1 and len(out[1][1]) == 1  # empty chunks went out alone
     text_at = next(t for t, batch in out if any('"hi"' in c for c in batch))
     assert text_at < 0.5  # visible text was not held for the 1 s interval
+
+
+async def test_interval_zero_sends_every_item_on_its_own():
+    async def burst():
+        for item in ("role", "a", "b", "c"):
+            yield item
+
+    out = await collect(burst(), interval=0)
+    assert [b for _, b in out] == [["role"], ["a"], ["b"], ["c"]]
+    with pytest.raises(RuntimeError, match="engine died"):
+        await collect(timed_source([0.0, 0.0], fail_at=1), interval=0)
