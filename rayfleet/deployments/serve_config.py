@@ -13,11 +13,12 @@ from rayfleet.platform.plan import Plan
 
 APP_BUILDER = "rayfleet.deployments.app:build_app"
 # Environment Ray Serve must start with (read by `ray start`, so it is set on the
-# nodes, not in the serve config). Measured on a 2-core host, these cut RayFleet's
-# TTFT p50 from 30 to 17 ms against bare vLLM's 12 (docs/benchmarks.md):
+# nodes, not in the serve config). Measured on a 2-core host (docs/benchmarks.md):
 # HAProxy forwards HTTP straight to the ingress replica instead of through Ray's
-# Python proxy, and the throughput-optimized mode removes thread hand-offs and
-# uses gRPC between replicas.
+# Python proxy; the throughput-optimized mode removes thread hand-offs and uses gRPC
+# between replicas (together: TTFT p50 30 -> 17 ms); and workers at niceness 0
+# instead of Ray's 15 keep Ray's own daemons from pre-empting the engine and the
+# ingress (1.23x -> 0.98x bare vLLM's TTFT p50, medians of 3 rounds each).
 SERVE_ENV = {
     "RAY_SERVE_THROUGHPUT_OPTIMIZED": "1",
     "RAY_SERVE_ENABLE_HA_PROXY": "1",
