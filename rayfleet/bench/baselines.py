@@ -165,7 +165,7 @@ def measure(server: str, plan: Plan, out: Path, workload: list[str]) -> dict[str
     return {"cold_start_s": cold_start_s, "summary": summary}
 
 
-def headline(result: dict[str, Any]) -> dict[str, float]:
+def headline(result: dict[str, Any]) -> dict[str, Any]:
     summary = result["summary"]
     return {
         "cold_start_s": result["cold_start_s"],
@@ -178,27 +178,38 @@ def headline(result: dict[str, Any]) -> dict[str, float]:
     }
 
 
-def ratio_rows(results: dict[str, dict[str, float]], baseline: str) -> list[tuple[str, ...]]:
-    """Rows of (metric, value per server..., ratio of each server to the baseline)."""
+def _shown(metric: str, value: float | None) -> str:
+    if value is None:
+        return "-"
+    return f"{value:.1f}" if metric == "cold_start_s" else f"{value * 1000:.1f} ms"
+
+
+def ratio_rows(results: dict[str, dict[str, Any]], baseline: str) -> list[tuple[str, ...]]:
+    """Rows of (metric, value per server..., ratio of each server to the baseline);
+    "-" where a figure is missing (no request of that server succeeded)."""
     servers = list(results)
     rows = []
     for metric in ("cold_start_s", "ttft_p50_s", "ttft_p90_s", "tpot_p50_s", "e2e_p50_s"):
         values = [results[s][metric] for s in servers]
         base = results[baseline][metric] if baseline in results else None
-        ratios = [f"{v / base:.2f}×" if base else "-" for v in values]
-        shown = [f"{v:.1f}" if metric == "cold_start_s" else f"{v * 1000:.1f} ms" for v in values]
-        rows.append((metric, *shown, *ratios))
+        ratios = [f"{v / base:.2f}×" if v is not None and base else "-" for v in values]
+        rows.append((metric, *(_shown(metric, v) for v in values), *ratios))
     return rows
 
 
-def median_headlines(rounds: list[dict[str, dict[str, float]]]) -> dict[str, dict[str, float]]:
+def _median(values: list[float | None]) -> float | None:
+    known = [v for v in values if v is not None]
+    return statistics.median(known) if known else None
+
+
+def median_headlines(rounds: list[dict[str, dict[str, Any]]]) -> dict[str, dict[str, Any]]:
     """Per server, the median of each headline figure over the rounds (one server's
-    run-to-run noise on a shared host is larger than the differences measured)."""
+    run-to-run noise on a shared host is larger than the differences measured); a
+    round without the figure (no request succeeded) is left out of its median."""
     servers = list(rounds[0]) if rounds else []
     return {
         server: {
-            metric: statistics.median(r[server][metric] for r in rounds)
-            for metric in rounds[0][server]
+            metric: _median([r[server][metric] for r in rounds]) for metric in rounds[0][server]
         }
         for server in servers
     }

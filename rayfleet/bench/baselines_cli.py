@@ -76,6 +76,6 @@ def baselines(
     console.print(table)
     if rounds > 1 and "vllm" in chosen:
         for server in (s for s in chosen if s != "vllm"):
-            each = [r[server]["ttft_p50_s"] / r["vllm"]["ttft_p50_s"] for r in per_round]
-            shown = ", ".join(f"{x:.2f}×" for x in each)
+            pairs = [(r[server]["ttft_p50_s"], r["vllm"]["ttft_p50_s"]) for r in per_round]
+            shown = ", ".join(f"{a / b:.2f}×" if a and b else "-" for a, b in pairs)
             console.print(f"{server} / vllm TTFT p50 per round: {shown}")

@@ -14,14 +14,17 @@ Ray messages, and there are none here.
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 from collections.abc import AsyncGenerator
+from contextlib import aclosing
 from typing import Any
 
 from ray.llm._internal.serve.constants import DEFAULT_MAX_ONGOING_REQUESTS
 from ray.llm._internal.serve.core.configs.openai_api_models import ChatCompletionRequest
 from ray.llm._internal.serve.core.ingress.utils import _sanitize_chat_completion_request
 from ray.llm._internal.serve.core.protocol import RawRequestInfo
+from ray.serve import context as serve_context
 from ray.serve.llm import LLMConfig
 from starlette.requests import Request
 
@@ -57,10 +60,10 @@ class EngineIngress(RayFleetIngress):
         cls = _server_cls(llm_config)
         unbatched = llm_config.model_copy(deep=True)
         unbatched.experimental_configs["stream_batching_interval_ms"] = 0
-        # Built the way Serve builds a deployment with an async constructor.
-        engine = cls.__new__(cls)
-        await engine.__init__(unbatched)
-        self._engine = engine
+        # Built the way Serve builds a deployment with an async constructor; kept
+        # before it starts, so __del__ shuts down an engine that failed to start.
+        self._engine = cls.__new__(cls)
+        await self._engine.__init__(unbatched)
 
     @classmethod
     def get_deployment_options(cls, llm_config: LLMConfig) -> dict[str, Any]:  # type: ignore[override]
@@ -83,14 +86,25 @@ class EngineIngress(RayFleetIngress):
         if isinstance(body, ChatCompletionRequest):
             body = _sanitize_chat_completion_request(body)
         info = RawRequestInfo.from_starlette_request(raw_request) if raw_request else None
+        _drop_multiplexed_model_id()
         async with self._admission.turn():
-            async for chunk in await getattr(self._engine, call_method)(body, info):
-                yield chunk
+            stream = await getattr(self._engine, call_method)(body, info)
+            async with aclosing(stream):
+                async for chunk in stream:
+                    yield chunk
 
     async def __del__(self) -> None:
+        # Serve's ingress wrapper shuts the ASGI app down itself, then calls this.
         closing = self._engine.__del__() if hasattr(self, "_engine") else None
         if inspect.isawaitable(closing):
             await closing
-        parent = getattr(super(), "__del__", None)
-        if parent is not None and inspect.isawaitable(result := parent()):
-            await result
+
+
+def _drop_multiplexed_model_id() -> None:
+    """The engine server would read a client's ``serve_multiplexed_model_id`` header
+    as a LoRA request; through a handle it never reached the engine, nor does it here."""
+    context = serve_context._serve_request_context.get()
+    if context is not None and context.multiplexed_model_id:
+        serve_context._serve_request_context.set(
+            dataclasses.replace(context, multiplexed_model_id="")
+        )

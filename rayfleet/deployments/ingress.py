@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncGenerator
+from contextlib import aclosing
 from typing import Any
 
 from fastapi import Depends, FastAPI, Request
@@ -80,8 +81,12 @@ async def _guarded_stream(chunks: AsyncGenerator[str, None]) -> AsyncGenerator[s
 async def _with_deadline(
     chunks: AsyncGenerator[Any, None], deadline: float
 ) -> AsyncGenerator[Any, None]:
-    async with asyncio.timeout_at(deadline):
+    async with aclosing(chunks), asyncio.timeout_at(deadline) as timeout:
         async for chunk in chunks:
+            if timeout.expired():
+                # The engine answered the cancellation instead of raising it (vLLM's
+                # OpenAI layer turns it into a "Client disconnected" error).
+                raise TimeoutError
             yield chunk
 
 
@@ -137,11 +142,12 @@ class RayFleetIngress(OpenAiIngress):
     ) -> Response:
         deadline = asyncio.get_running_loop().time() + self._timeout_s
 
+        opened: list[AsyncGenerator[Any, None]] = []
+
         def start() -> AsyncGenerator[Any, None]:
-            return _with_deadline(
-                self._get_response(body=body, call_method=call_method, raw_request=raw_request),
-                deadline,
-            )
+            call = self._get_response(body=body, call_method=call_method, raw_request=raw_request)
+            opened.append(_with_deadline(call, deadline))
+            return opened[-1]
 
         try:
             first, chunks = await first_chunk_with_retry(start, _peek_at_generator)
@@ -150,6 +156,9 @@ class RayFleetIngress(OpenAiIngress):
         except StopAsyncIteration:
             raise OpenAIHTTPException(500, "The engine returned no response") from None
         first_chunk = first[0] if isinstance(first, list) and first else first
+        if isinstance(first_chunk, (ErrorResponse, *NON_STREAMING_RESPONSE_TYPES)):
+            # The whole answer is in: end the engine call now, not when collected.
+            await opened[-1].aclose()
         _raise_for_error(first_chunk)
         if isinstance(first_chunk, NON_STREAMING_RESPONSE_TYPES):
             return JSONResponse(content=first_chunk.model_dump())

@@ -65,3 +65,21 @@ def test_rounds_are_summarised_by_their_medians():
     assert medians["rayfleet"]["ttft_p50_s"] == 0.013  # the 30 ms outlier round drops out
     assert medians["rayfleet"]["cold_start_s"] == 50.0
     assert median_headlines([]) == {}
+
+
+def test_a_round_without_successes_is_left_out_and_shown_as_missing():
+    rounds = [
+        {"vllm": {"ttft_p50_s": 0.010}, "rayfleet": {"ttft_p50_s": None}},
+        {"vllm": {"ttft_p50_s": 0.012}, "rayfleet": {"ttft_p50_s": 0.011}},
+    ]
+    assert median_headlines(rounds)["rayfleet"]["ttft_p50_s"] == 0.011
+    failed = {"vllm": {"ttft_p50_s": None}, "rayfleet": {"ttft_p50_s": None}}
+    assert median_headlines([failed])["rayfleet"]["ttft_p50_s"] is None
+    metrics = ("cold_start_s", "ttft_p50_s", "ttft_p90_s", "tpot_p50_s", "e2e_p50_s")
+    results = {
+        "vllm": dict.fromkeys(metrics, 0.01),
+        "rayfleet": {**dict.fromkeys(metrics, 0.02), "ttft_p50_s": None},
+    }
+    rows = {row[0]: row for row in ratio_rows(results, "vllm")}
+    assert rows["ttft_p50_s"] == ("ttft_p50_s", "10.0 ms", "-", "1.00×", "-")
+    assert rows["tpot_p50_s"][-1] == "2.00×"

@@ -9,6 +9,7 @@ import json
 import pytest
 from deployments_fakes import FakeEngine, ingress_client, is_openai_error, sse
 from ray.exceptions import ActorDiedError, RayTaskError
+from ray.llm._internal.serve.core.configs.openai_api_models import ErrorResponse
 from ray.serve.exceptions import BackPressureError
 
 from rayfleet.deployments.metrics import INGRESS_METRICS
@@ -100,6 +101,22 @@ def test_request_timeout_is_a_408(monkeypatch) -> None:
 
     engine = FakeEngine()
     monkeypatch.setattr(engine, "_run", lambda method, body: slow())
+    response = ingress_client(engine, timeout_s=0.2).post("/v1/completions", json=BODY)
+    assert response.status_code == 408 and is_openai_error(response.json())
+
+
+def test_timeout_is_a_408_when_the_engine_answers_the_cancellation(monkeypatch) -> None:
+    # vLLM's OpenAI layer, called in-process, catches the cancellation and returns
+    # {"error": "Client disconnected"} (a 400) instead of raising it.
+    async def answers_cancellation(*_):
+        try:
+            await asyncio.sleep(5)
+        except asyncio.CancelledError:
+            error = {"message": "Client disconnected", "type": "BadRequestError", "code": 400}
+            yield ErrorResponse(error=error)
+
+    engine = FakeEngine()
+    monkeypatch.setattr(engine, "_run", lambda method, body: answers_cancellation())
     response = ingress_client(engine, timeout_s=0.2).post("/v1/completions", json=BODY)
     assert response.status_code == 408 and is_openai_error(response.json())
 

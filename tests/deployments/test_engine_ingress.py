@@ -5,10 +5,12 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import AsyncIterator
+from types import SimpleNamespace
 from typing import Any
 
 import httpx
 import pytest
+import ray
 from deployments_fakes import is_openai_error, mount
 from ray.serve.llm import LLMConfig
 
@@ -23,7 +25,7 @@ FAST_SIM = {"tokenizer": "words", "time_scale": 1e3}
 pytestmark = pytest.mark.filterwarnings("ignore:coroutine 'EngineIngress.__del__'")
 
 
-def llm_config(running: int = 4, queued: int = 4, sim: dict[str, Any] | None = None) -> LLMConfig:
+def llm_config(running: int = 1, queued: int = 4, sim: dict[str, Any] | None = None) -> LLMConfig:
     return LLMConfig.model_validate(
         {
             "model_loading_config": {"model_id": MODEL, "model_source": MODEL},
@@ -129,7 +131,9 @@ def test_no_queue_limit_means_any_number_may_wait() -> None:
     assert pool_limits(config)[1] >= 2**31
 
 
-def test_a_real_engine_keeps_its_placement_group() -> None:
+def test_a_real_engine_keeps_its_placement_group(monkeypatch: pytest.MonkeyPatch) -> None:
+    # LLMServer's options read the driver's runtime env, which needs a connected Ray.
+    monkeypatch.setattr(ray, "get_runtime_context", lambda: SimpleNamespace(runtime_env={}))
     config = llm_config()
     config.server_cls = None
     options = EngineIngress.get_deployment_options(config)
@@ -138,3 +142,25 @@ def test_a_real_engine_keeps_its_placement_group() -> None:
         RayFleetLLMServer.get_deployment_options(config)["placement_group_bundles"]
         == (options["placement_group_bundles"])
     )
+
+
+async def test_a_clients_multiplexed_model_header_is_not_a_lora_request(api: Any) -> None:
+    # Serve copies the serve_multiplexed_model_id header into the request context; the
+    # engine server would take it for a LoRA adapter (and fail: none is configured).
+    from ray.serve.context import _RequestContext, _serve_request_context
+
+    _, client = api
+    _serve_request_context.set(_RequestContext(multiplexed_model_id="adapter-x"))
+    body = {"model": MODEL, "prompt": "a b", "max_tokens": 2}
+    response = await client.post("/v1/completions", json=body)
+    assert response.status_code == 200, response.text
+
+
+async def test_a_whole_answer_gives_its_turn_back_at_once(api: Any) -> None:
+    ingress, client = api
+    body = {"model": MODEL, "prompt": "a b", "max_tokens": 2}
+    for _ in range(3):
+        assert (await client.post("/v1/completions", json=body)).status_code == 200
+        assert not ingress._admission._turns.locked() and ingress._admission.waiting == 0
+    missing = await client.post("/v1/completions", json={**body, "model": "nope"})
+    assert missing.status_code == 404 and not ingress._admission._turns.locked()
