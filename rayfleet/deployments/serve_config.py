@@ -18,7 +18,7 @@ APP_BUILDER = "rayfleet.deployments.app:build_app"
 # Python proxy; the throughput-optimized mode removes thread hand-offs and uses gRPC
 # between replicas (together: TTFT p50 30 -> 17 ms); and workers at niceness 0
 # instead of Ray's 15 keep Ray's own daemons from pre-empting the engine and the
-# ingress (1.23x -> 0.98x bare vLLM's TTFT p50, medians of 3 rounds each).
+# ingress (1.23x -> 0.98x bare vLLM's TTFT p50 in an A/B, medians of 3 rounds each).
 SERVE_ENV = {
     "RAY_SERVE_THROUGHPUT_OPTIMIZED": "1",
     "RAY_SERVE_ENABLE_HA_PROXY": "1",
