@@ -184,6 +184,11 @@ def _shown(metric: str, value: float | None) -> str:
     return f"{value:.1f}" if metric == "cold_start_s" else f"{value * 1000:.1f} ms"
 
 
+def ratio(value: float | None, base: float | None) -> str:
+    """``value / base`` as "1.23×"; "-" when either figure is missing or the base is 0."""
+    return f"{value / base:.2f}×" if value is not None and base else "-"
+
+
 def ratio_rows(results: dict[str, dict[str, Any]], baseline: str) -> list[tuple[str, ...]]:
     """Rows of (metric, value per server..., ratio of each server to the baseline);
     "-" where a figure is missing (no request of that server succeeded)."""
@@ -192,8 +197,9 @@ def ratio_rows(results: dict[str, dict[str, Any]], baseline: str) -> list[tuple[
     for metric in ("cold_start_s", "ttft_p50_s", "ttft_p90_s", "tpot_p50_s", "e2e_p50_s"):
         values = [results[s][metric] for s in servers]
         base = results[baseline][metric] if baseline in results else None
-        ratios = [f"{v / base:.2f}×" if v is not None and base else "-" for v in values]
-        rows.append((metric, *(_shown(metric, v) for v in values), *ratios))
+        rows.append(
+            (metric, *(_shown(metric, v) for v in values), *(ratio(v, base) for v in values))
+        )
     return rows
 
 

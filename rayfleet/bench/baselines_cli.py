@@ -10,7 +10,14 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from rayfleet.bench.baselines import SERVERS, headline, measure, median_headlines, ratio_rows
+from rayfleet.bench.baselines import (
+    SERVERS,
+    headline,
+    measure,
+    median_headlines,
+    ratio,
+    ratio_rows,
+)
 from rayfleet.platform.plan import resolve
 from rayfleet.platform.spec import SpecError, default_spec_path, load_spec
 
@@ -76,6 +83,7 @@ def baselines(
     console.print(table)
     if rounds > 1 and "vllm" in chosen:
         for server in (s for s in chosen if s != "vllm"):
-            pairs = [(r[server]["ttft_p50_s"], r["vllm"]["ttft_p50_s"]) for r in per_round]
-            shown = ", ".join(f"{a / b:.2f}×" if a and b else "-" for a, b in pairs)
+            shown = ", ".join(
+                ratio(r[server]["ttft_p50_s"], r["vllm"]["ttft_p50_s"]) for r in per_round
+            )
             console.print(f"{server} / vllm TTFT p50 per round: {shown}")

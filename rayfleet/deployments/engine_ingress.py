@@ -35,6 +35,8 @@ from rayfleet.deployments.server import RayFleetLLMServer
 # Serve's own limit on the replica sits above the pool's, so the pool's 429 answers
 # first and /v1/models or /health still get through when the pool is full.
 CONTROL_HEADROOM = 16
+# Serve keeps max_ongoing_requests as an int32; it also stands for "no queue limit".
+SERVE_INT_MAX = 2**31 - 1
 
 
 def _server_cls(llm_config: LLMConfig) -> Any:
@@ -47,7 +49,7 @@ def pool_limits(llm_config: LLMConfig) -> tuple[int, int]:
     running = int(config.get("max_ongoing_requests", DEFAULT_MAX_ONGOING_REQUESTS))
     queued = config.get("max_queued_requests", -1)
     # Serve's -1 means no queue limit: any number may wait.
-    return running, (2**31 if queued is None or queued < 0 else int(queued))
+    return running, (SERVE_INT_MAX if queued is None or queued < 0 else int(queued))
 
 
 class EngineIngress(RayFleetIngress):
@@ -73,7 +75,7 @@ class EngineIngress(RayFleetIngress):
         options.pop("request_router_config", None)
         options.pop("max_queued_requests", None)
         running, queued = pool_limits(llm_config)
-        options["max_ongoing_requests"] = running + min(queued, 10_000) + CONTROL_HEADROOM
+        options["max_ongoing_requests"] = min(running + queued + CONTROL_HEADROOM, SERVE_INT_MAX)
         return options
 
     async def check_health(self) -> None:

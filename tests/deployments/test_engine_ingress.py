@@ -12,6 +12,7 @@ import httpx
 import pytest
 import ray
 from deployments_fakes import is_openai_error, mount
+from ray.serve._private.config import DeploymentConfig
 from ray.serve.llm import LLMConfig
 
 from rayfleet.bench.sim.app import SIM_SERVER_CLS
@@ -128,7 +129,10 @@ def test_deployment_options_are_the_engines_without_routing_or_serve_queue() -> 
 def test_no_queue_limit_means_any_number_may_wait() -> None:
     config = llm_config()
     config.deployment_config["max_queued_requests"] = -1
-    assert pool_limits(config)[1] >= 2**31
+    assert pool_limits(config)[1] == 2**31 - 1
+    # Serve's replica limit is an int32: it must still deploy.
+    options = EngineIngress.get_deployment_options(config)
+    DeploymentConfig(max_ongoing_requests=options["max_ongoing_requests"]).to_proto()
 
 
 def test_a_real_engine_keeps_its_placement_group(monkeypatch: pytest.MonkeyPatch) -> None:
