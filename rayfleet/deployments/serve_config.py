@@ -19,8 +19,9 @@ APP_BUILDER = "rayfleet.deployments.app:build_app"
 # between replicas (together: TTFT p50 30 -> 17 ms); and workers at niceness 0
 # instead of Ray's 15 keep Ray's own daemons from pre-empting the engine and the
 # ingress (1.23x -> 0.98x bare vLLM's TTFT p50 in an A/B, medians of 3 rounds each);
-# Serve's control loop every 0.5 s instead of 0.1 s cuts the controller's CPU (3.4 %
-# of a core, shared with the engine) about 3x; its TTFT effect was within the noise.
+# Serve's control loop every 0.5 s instead of 0.1 s cuts the controller's CPU, shared
+# with the engine, from 1.2 to 0.5 s per 35 s benchmark run; its TTFT effect was
+# within the noise.
 # Replica changes reach the routes up to 0.4 s later.
 SERVE_ENV = {
     "RAY_SERVE_THROUGHPUT_OPTIMIZED": "1",
