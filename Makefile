@@ -31,7 +31,7 @@ unit: install
 	$(PYTEST) -m "not e2e"
 
 e2e: install
-	$(PYTEST) -m e2e
+	$(PYTEST) -m e2e --durations=15
 
 test: lint unit e2e
 
