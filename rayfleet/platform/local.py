@@ -181,8 +181,7 @@ def delete_apps(dashboard_url: str, timeout_s: float = 120.0) -> None:
 
 def app_status(dashboard_url: str, app_name: str) -> tuple[str, str]:
     """(status, message) of one Serve application, from the dashboard."""
-    details = _submission_client(dashboard_url).get_serve_details()
-    app = details.get("applications", {}).get(app_name)
+    app = serve_details(dashboard_url).get("applications", {}).get(app_name)
     if app is None:
         return "NOT_STARTED", ""
     return app.get("status", "UNKNOWN"), app.get("message", "")
