@@ -158,6 +158,20 @@ def check_messages(messages: list[Any]) -> None:
                 param=f"messages.{index}.content",
                 code="invalid_value",
             )
+        content = message.get("content")
+        if content is not None and not isinstance(content, str):
+            # Content parts are validated lazily, when first iterated: do it here,
+            # where a bad part is still the client's error.
+            try:
+                message["content"] = list(content)
+            except (TypeError, ValueError) as error:
+                raise ClientError(
+                    400,
+                    f"messages[{index}].content must be a string or a list of valid "
+                    f"content parts: {str(error).splitlines()[-1].strip()}",
+                    param=f"messages.{index}.content",
+                    code="invalid_value",
+                ) from None
 
 
 async def _on_client_error(request: Request, exc: Exception) -> JSONResponse:

@@ -64,3 +64,14 @@ def test_still_serving_after_fuzz() -> None:
     response = CLIENT.post("/v1/completions", json={"model": "m", "prompt": "ok"})
     assert response.status_code == 200
     assert response.json()["choices"][0]["text"] == "hi"
+
+
+def test_a_content_part_without_its_text_is_a_400() -> None:
+    """Found by the chat fuzz: content parts are validated only when first iterated."""
+    body = (
+        b'{"model": "m", "max_tokens": 2,'
+        b' "messages": [{"role": "user", "content": [{"type": "text"}]}]}'
+    )
+    response = CLIENT.post("/v1/chat/completions", content=body)
+    assert response.status_code == 400, response.text[:300]
+    assert response.json()["error"]["param"] == "messages.0.content"
