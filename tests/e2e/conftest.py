@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -28,6 +31,35 @@ def leftover_engines() -> list[int]:
     return found
 
 
+def holders_of(pipe_inode: int) -> list[psutil.Process]:
+    """Processes other than this one with the pipe open (any end)."""
+    found = []
+    for proc in psutil.process_iter():
+        if proc.pid == os.getpid():
+            continue
+        with contextlib.suppress(OSError, psutil.Error):
+            fds = Path(f"/proc/{proc.pid}/fd")
+            if any(os.readlink(fd) == f"pipe:[{pipe_inode}]" for fd in fds.iterdir()):
+                found.append(proc)
+    return found
+
+
+def stuck_report(proc: subprocess.Popen) -> str:
+    """Why `rayfleet up`'s output did not end after Ctrl-C: where it is stuck, or, if
+    it exited, who still holds its output pipe."""
+    assert proc.stdout is not None
+    state = "is still running" if proc.poll() is None else f"exited ({proc.returncode})"
+    lines = [f"`rayfleet up` (pid {proc.pid}) {state} 60 s after SIGINT; its pipe is held by:"]
+    for holder in holders_of(os.fstat(proc.stdout.fileno()).st_ino):
+        with contextlib.suppress(psutil.Error):
+            lines.append(f"  {holder.pid} {holder.status()} {' '.join(holder.cmdline())[:160]}")
+    spy = shutil.which("py-spy") or shutil.which("py-spy", path=str(BIN))
+    if spy and proc.poll() is None:
+        dump = subprocess.run([spy, "dump", "--pid", str(proc.pid)], capture_output=True, text=True)
+        lines.append(dump.stdout + dump.stderr)
+    return "\n".join(lines)
+
+
 @pytest.fixture(scope="module")
 def served() -> Iterator[str]:
     """`rayfleet up` in the foreground, as `make run` starts it; Ctrl-C (SIGINT) at the end."""
@@ -46,8 +78,10 @@ def served() -> Iterator[str]:
     finally:
         proc.send_signal(signal.SIGINT)
         try:
-            output, _ = proc.communicate(timeout=120)
+            output, _ = proc.communicate(timeout=60)
         except subprocess.TimeoutExpired:
+            # A warning, so the report shows in the summary of a run that passes.
+            warnings.warn(stuck_report(proc), stacklevel=1)
             proc.kill()
             output, _ = proc.communicate()
             subprocess.run([str(BIN / "rayfleet"), "down"], capture_output=True)
