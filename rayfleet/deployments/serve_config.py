@@ -23,11 +23,17 @@ APP_BUILDER = "rayfleet.deployments.app:build_app"
 # with the engine, from 1.2 to 0.5 s per 35 s benchmark run; its TTFT effect was
 # within the noise.
 # Replica changes reach the routes up to 0.4 s later.
+# A stopping ingress replica stays reachable 5 s (Ray's default is 30 s, sized for
+# external load balancers) before it refuses new connections: only Serve's own
+# HAProxy sends to it, which drops it from its config within about a second and
+# retries a refused connection on another replica. Deleting an app, scaling in and
+# rolling updates finish 25 s sooner.
 SERVE_ENV = {
     "RAY_SERVE_THROUGHPUT_OPTIMIZED": "1",
     "RAY_SERVE_ENABLE_HA_PROXY": "1",
     "RAY_worker_niceness": "0",
     "RAY_SERVE_CONTROL_LOOP_INTERVAL_S": "0.5",
+    "RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S": "5",
 }
 
 

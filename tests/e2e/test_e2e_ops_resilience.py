@@ -413,3 +413,69 @@ def test_status_shows_live_pool_figures(ops_served: str) -> None:
     print(status.stdout)
     assert "Pools (live" in status.stdout and "tiny-llama-unified" in status.stdout
     assert "overloaded 429" in status.stdout
+
+
+# --- an ingress replica stopped under load -------------------------------------------
+
+# Scales the ingress in place (the serve config's per-deployment override, as
+# `serve deploy` users do); waits until it has exactly that many RUNNING replicas.
+SCALE_SCRIPT = """
+import json, sys, time
+from rayfleet.deployments.serve_config import render_serve_config
+from rayfleet.platform import local
+from rayfleet.platform.plan import resolve
+from rayfleet.platform.spec import load_spec
+spec, count = sys.argv[1], int(sys.argv[2])
+config = render_serve_config(resolve(load_spec(spec)))
+config["applications"][0]["deployments"] = [{"name": "ingress", "num_replicas": count}]
+started = time.time()
+local.deploy("http://127.0.0.1:8265", config)
+while time.time() - started < 180:
+    app = local.serve_details("http://127.0.0.1:8265")["applications"]["rayfleet"]
+    states = [r["state"] for r in app["deployments"]["ingress"]["replicas"]]
+    if states == ["RUNNING"] * count:
+        break
+    time.sleep(0.5)
+print(json.dumps({"states": states, "seconds": time.time() - started}))
+"""
+
+
+def scale_ingress(spec: Path, count: int) -> dict[str, Any]:
+    result = subprocess.run(
+        [sys.executable, "-c", SCALE_SCRIPT, str(spec), str(count)],
+        capture_output=True,
+        text=True,
+        timeout=240,
+        env={**os.environ, "RAY_AUTH_MODE": "token"},
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    return dict(json.loads(result.stdout.strip().splitlines()[-1]))
+
+
+def test_ingress_scale_in_under_load_loses_no_request(ops_served: str, tmp_path: Path) -> None:
+    """A stopping ingress replica stays reachable for Serve's drain period (5 s in
+    SERVE_ENV, not Ray's 30 s), then refuses new connections, which HAProxy retries
+    elsewhere; what it already holds, streams included, finishes."""
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(OPS_SPEC)
+    assert scale_ingress(spec, 2)["states"] == ["RUNNING"] * 2
+    stop = threading.Event()
+    outcomes: Counter[str] = Counter()
+    ends: list[str] = []
+    workers = [threading.Thread(target=_load, args=(ops_served, stop, outcomes)) for _ in range(3)]
+    streamers = [threading.Thread(target=_stream_once, args=(ops_served, ends)) for _ in range(4)]
+    for thread in (*workers, *streamers):
+        thread.start()
+    time.sleep(2)
+    scaled_in = scale_ingress(spec, 1)
+    time.sleep(2)
+    stop.set()
+    for thread in (*workers, *streamers):
+        thread.join(timeout=150)
+    figure("ingress scale-in 2 -> 1 s", round(scaled_in["seconds"], 1))
+    figure("non-streamed requests during scale-in", dict(outcomes))
+    figure("stream endings", dict(Counter(ends)))
+    assert scaled_in["states"] == ["RUNNING"], scaled_in
+    assert scaled_in["seconds"] < 20, scaled_in  # Ray's default drain alone is 30 s
+    assert set(outcomes) - {"429 then retried"} == {"200"}, outcomes
+    assert ends == ["complete"] * 4, ends
