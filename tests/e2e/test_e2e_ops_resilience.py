@@ -8,6 +8,7 @@ and recorded in docs/reliability.md.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import signal
@@ -17,6 +18,7 @@ import sys
 import threading
 import time
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -92,9 +94,10 @@ while True:
 """
 
 
-def _replicas_call(kind: str, victim: str = "", since: float = 0.0) -> dict[str, Any]:
+def run_script(script: str, *args: str) -> dict[str, Any]:
+    """Run a script (REPLICAS_SCRIPT, SCALE_SCRIPT) in a child process; its last JSON line."""
     result = subprocess.run(
-        [sys.executable, "-c", REPLICAS_SCRIPT, kind, victim, str(since)],
+        [sys.executable, "-c", script, *args],
         capture_output=True,
         text=True,
         timeout=240,
@@ -102,6 +105,10 @@ def _replicas_call(kind: str, victim: str = "", since: float = 0.0) -> dict[str,
     )
     assert result.returncode == 0, result.stderr[-2000:]
     return dict(json.loads(result.stdout.strip().splitlines()[-1]))
+
+
+def _replicas_call(kind: str, victim: str = "", since: float = 0.0) -> dict[str, Any]:
+    return run_script(REPLICAS_SCRIPT, kind, victim, str(since))
 
 
 def replicas(kind: str) -> list[dict[str, Any]]:
@@ -359,22 +366,32 @@ def _stream_once(url: str, ends: list[str]) -> None:
     ends.append("error" if "error" in last else "complete" if done else "cut")
 
 
-def test_killed_replica_loses_no_request_and_comes_back(ops_served: str) -> None:
-    victim = replicas("engine")[0]
-    retries_before = metric_sum("ray_rayfleet_ingress_retries_total")
+@contextlib.contextmanager
+def under_load(url: str, streams: int) -> Iterator[tuple[Counter[str], list[str]]]:
+    """3 request loops and ``streams`` long streams, running for the block (from 2 s
+    before it); yields their outcomes and stream endings, complete after the block."""
     stop = threading.Event()
     outcomes: Counter[str] = Counter()
     ends: list[str] = []
-    workers = [threading.Thread(target=_load, args=(ops_served, stop, outcomes)) for _ in range(3)]
-    streamers = [threading.Thread(target=_stream_once, args=(ops_served, ends)) for _ in range(3)]
+    workers = [threading.Thread(target=_load, args=(url, stop, outcomes)) for _ in range(3)]
+    streamers = [threading.Thread(target=_stream_once, args=(url, ends)) for _ in range(streams)]
     for thread in (*workers, *streamers):
         thread.start()
     time.sleep(2)
-    os.kill(victim["pid"], signal.SIGKILL)
-    recovered_s = seconds_until_replaced(victim["replica_id"], time.time())
-    stop.set()
-    for thread in (*workers, *streamers):
-        thread.join(timeout=150)
+    try:
+        yield outcomes, ends
+    finally:
+        stop.set()
+        for thread in (*workers, *streamers):
+            thread.join(timeout=150)
+
+
+def test_killed_replica_loses_no_request_and_comes_back(ops_served: str) -> None:
+    victim = replicas("engine")[0]
+    retries_before = metric_sum("ray_rayfleet_ingress_retries_total")
+    with under_load(ops_served, streams=3) as (outcomes, ends):
+        os.kill(victim["pid"], signal.SIGKILL)
+        recovered_s = seconds_until_replaced(victim["replica_id"], time.time())
     figure("non-streamed requests during kill", dict(outcomes))
     figure("stream endings", dict(Counter(ends)))
     figure("replica recovery s", recovered_s and round(recovered_s, 1))
@@ -441,15 +458,7 @@ print(json.dumps({"states": states, "seconds": time.time() - started}))
 
 
 def scale_ingress(spec: Path, count: int) -> dict[str, Any]:
-    result = subprocess.run(
-        [sys.executable, "-c", SCALE_SCRIPT, str(spec), str(count)],
-        capture_output=True,
-        text=True,
-        timeout=240,
-        env={**os.environ, "RAY_AUTH_MODE": "token"},
-    )
-    assert result.returncode == 0, result.stderr[-2000:]
-    return dict(json.loads(result.stdout.strip().splitlines()[-1]))
+    return run_script(SCALE_SCRIPT, str(spec), str(count))
 
 
 def test_ingress_scale_in_under_load_loses_no_request(ops_served: str, tmp_path: Path) -> None:
@@ -459,19 +468,9 @@ def test_ingress_scale_in_under_load_loses_no_request(ops_served: str, tmp_path:
     spec = tmp_path / "spec.yaml"
     spec.write_text(OPS_SPEC)
     assert scale_ingress(spec, 2)["states"] == ["RUNNING"] * 2
-    stop = threading.Event()
-    outcomes: Counter[str] = Counter()
-    ends: list[str] = []
-    workers = [threading.Thread(target=_load, args=(ops_served, stop, outcomes)) for _ in range(3)]
-    streamers = [threading.Thread(target=_stream_once, args=(ops_served, ends)) for _ in range(4)]
-    for thread in (*workers, *streamers):
-        thread.start()
-    time.sleep(2)
-    scaled_in = scale_ingress(spec, 1)
-    time.sleep(2)
-    stop.set()
-    for thread in (*workers, *streamers):
-        thread.join(timeout=150)
+    with under_load(ops_served, streams=4) as (outcomes, ends):
+        scaled_in = scale_ingress(spec, 1)
+        time.sleep(2)
     figure("ingress scale-in 2 -> 1 s", round(scaled_in["seconds"], 1))
     figure("non-streamed requests during scale-in", dict(outcomes))
     figure("stream endings", dict(Counter(ends)))
