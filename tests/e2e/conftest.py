@@ -83,7 +83,10 @@ def served() -> Iterator[str]:
             # A warning, so the report shows in the summary of a run that passes.
             warnings.warn(stuck_report(proc), stacklevel=1)
             proc.kill()
-            output, _ = proc.communicate()
+            try:
+                output, _ = proc.communicate(timeout=30)
+            except subprocess.TimeoutExpired:  # a leftover child holds the pipe; down ends it
+                output = ""
             subprocess.run([str(BIN / "rayfleet"), "down"], capture_output=True)
         print(output[-3000:])
         assert not leftover_engines(), "vLLM engine processes outlived `rayfleet up`"
