@@ -97,8 +97,9 @@ def launch_bare_vllm(config: dict[str, Any], log: Path) -> Launched:
 
 
 def stock_serve_config(plan: Plan, config: dict[str, Any]) -> dict[str, Any]:
-    """Stock ray.serve.llm with the same engine: only RayFleet's server class is dropped."""
-    stock = {k: v for k, v in config.items() if k != "server_cls"}
+    """Stock ray.serve.llm with the same engine: RayFleet's server class and replica-start
+    callback are dropped."""
+    stock = {k: v for k, v in config.items() if k not in ("server_cls", "callback_config")}
     stock["runtime_env"] = {
         "env_vars": {**config["runtime_env"]["env_vars"], "VLLM_CPU_OMP_THREADS_BIND": "0"}
     }

@@ -15,6 +15,8 @@ from rayfleet.platform.plan import GROUP_LABEL, Engine
 from rayfleet.platform.spec import CpuAccelerator, GpuAccelerator, Router, TpuAccelerator
 
 SERVER_CLS = "rayfleet.deployments.server:RayFleetLLMServer"
+# Skips Ray's per-node download when it has nothing to fetch (see replica_start.py).
+NODE_INIT_CALLBACK = "rayfleet.deployments.replica_start:SkipEmptyNodeDownload"
 ROUTER_CLASSES = {
     "ray-prefix": "ray.serve.llm.request_router:PrefixCacheAffinityRouter",
     "rayfleet": "rayfleet.router.ray_router:RayFleetRouter",
@@ -150,6 +152,7 @@ def llm_config(engine: Engine, router: Router, place_by_group: bool) -> dict[str
         "runtime_env": {"env_vars": backend["env_vars"]},
         "server_cls": SERVER_CLS,
         "log_engine_metrics": True,
+        "callback_config": {"callback_class": NODE_INIT_CALLBACK},
     }
     if engine.role != "unified":
         _add_disaggregation(config, engine, router)

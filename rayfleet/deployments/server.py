@@ -5,6 +5,7 @@
 2. TPU replicas check their slice with jax before loading the model.
 3. Streams are batched on the leading edge (see streaming.py), so the first
    token is not held back for a whole batching interval.
+4. Ray's telemetry actor starts while the engine loads (see replica_start.py).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from ray.llm._internal.serve.core.server.llm_server import LLMServer
 
 from rayfleet.deployments import preflight
 from rayfleet.deployments.llm_config import ENV_CORE_OFFSET, ENV_CPUS_PER_ENGINE, ENV_EXPECT_TPU
+from rayfleet.deployments.replica_start import start_telemetry_agent
 from rayfleet.deployments.routing_stats import engine_client, load_stats
 from rayfleet.deployments.streaming import leading_edge_batches
 from rayfleet.platform.tiny_model import ensure_tiny, tiny_path
@@ -50,6 +52,7 @@ def prepare_replica(llm_config: Any) -> Any:
 
 class RayFleetLLMServer(LLMServer):
     async def __init__(self, llm_config: Any, **kwargs: Any) -> None:  # type: ignore[misc]
+        start_telemetry_agent()
         await super().__init__(prepare_replica(llm_config), **kwargs)
 
     async def record_routing_stats(self) -> dict[str, Any]:

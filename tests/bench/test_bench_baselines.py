@@ -18,14 +18,14 @@ def test_bare_vllm_gets_the_same_engine_flags():
     assert config["model_loading_config"]["model_source"].endswith("seed0")
 
 
-def test_stock_config_differs_only_by_server_class():
+def test_stock_config_differs_only_by_rayfleet_s_classes():
     plan = resolve(load_spec(default_spec_path()))
     config = _engine(plan)
     stock = stock_serve_config(plan, config)
     app = stock["applications"][0]
     assert app["import_path"] == "ray.serve.llm:build_openai_app"
     (llm_config,) = app["args"]["llm_configs"]
-    assert "server_cls" not in llm_config
+    assert "server_cls" not in llm_config and "callback_config" not in llm_config
     assert llm_config["engine_kwargs"] == config["engine_kwargs"]
     assert llm_config["runtime_env"]["env_vars"]["VLLM_CPU_OMP_THREADS_BIND"] == "0"
 

@@ -149,3 +149,13 @@ def test_engine_metrics_on_prometheus_endpoint(served: str, client: openai.OpenA
     dashboard = "http://127.0.0.1:8265/api/version"
     assert httpx.get(dashboard, timeout=5).status_code == 401
     assert httpx.get(dashboard, headers=local.ray_auth_headers(), timeout=5).status_code == 200
+
+
+def test_replica_start_skipped_ray_s_empty_download(served: str) -> None:
+    # The tiny model is a local folder on this one node: nothing for Ray's per-node task
+    # to fetch, so the replica must not have run it (replica_start.py).
+    logs = list(Path("/tmp/ray/session_latest/logs/serve").glob("replica_*tiny-llama*.log"))
+    assert logs
+    text = "".join(path.read_text() for path in logs)
+    assert "Started initializing replica" in text
+    assert "Running tasks to download model files" not in text

@@ -11,13 +11,13 @@ builds the app, so the ingress and the routing are the ones served for real.
 from __future__ import annotations
 
 import copy
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from ray.serve.deployment import Application
-
-from rayfleet.deployments.app import build_app
 from rayfleet.deployments.serve_config import render_serve_config
 from rayfleet.platform.plan import Plan
+
+if TYPE_CHECKING:
+    from ray.serve.deployment import Application
 
 SIM_APP_BUILDER = "rayfleet.bench.sim.app:build_sim_app"
 SIM_SERVER_CLS = "rayfleet.bench.sim.server:SimLLMServer"
@@ -54,6 +54,9 @@ def sim_app_args(args: dict[str, Any]) -> dict[str, Any]:
 
 def build_sim_app(args: dict[str, Any]) -> Application:
     """The Serve app builder for ``import_path: rayfleet.bench.sim.app:build_sim_app``."""
+    # Imported here: it loads vLLM (seconds), which the CLI's renderers never need.
+    from rayfleet.deployments.app import build_app
+
     return build_app(sim_app_args(args))
 
 
